@@ -1,0 +1,295 @@
+"""EVM family (``eip155:<chainId>``): native coin and ERC-20 payments.
+
+Per verification: one batched request for the transaction and its receipt, the head block number
+(shared by all concurrent jobs for ``head_cache_seconds``) and the receipt's block by number
+(shared likewise), which gives the timestamp and proves the block hash is still canonical.
+
+* ERC-20 transfers come only from well-formed ``Transfer(address,address,uint256)`` logs: three
+  topics, 32 bytes of data, address words with zero padding, not ``removed``. Every such log is
+  reported with its contract as the asset; the core counts only the offer's token.
+* Native payments are the transaction's own ``value`` to its ``to`` (internal calls are not seen).
+* Calldata binding: the last 32 bytes of the transaction input are the memo commitment (appended
+  after the ``transfer`` arguments, or the whole input of a native transfer).
+* Signature binding: EIP-191 ``personal_sign`` of the proof message by the payer; for a contract
+  payer, EIP-1271 ``isValidSignature(keccak(EIP-191 message), signature)`` at the latest block.
+* Confirmations are ``head - block + 1``; with ``finality = "safe" | "finalized"`` the block must
+  also be at or below that tag.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, TypedDict
+
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import is_checksum_address, keccak
+
+from chains.jsonrpc import JsonRpcClient, RpcError, SharedReads
+from verifier.adapter import (
+    Finality,
+    InvalidProof,
+    NotFinal,
+    Observation,
+    Query,
+    RpcUnavailable,
+    Transfer,
+    TxNotFound,
+    WrongChain,
+)
+from verifier.assets import NATIVE
+from verifier.settings import NetworkSettings
+
+TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+EIP1271_MAGIC = bytes.fromhex("1626ba7e")
+_SELECTOR_1271 = keccak(text="isValidSignature(bytes32,bytes)")[:4]
+_TXID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_WORD_ADDRESS = re.compile(r"^0x0{24}([0-9a-f]{40})$")
+
+
+class RpcLog(TypedDict, total=False):
+    address: str
+    topics: list[str]
+    data: str
+    removed: bool
+
+
+class RpcReceipt(TypedDict, total=False):
+    transactionHash: str
+    blockHash: str
+    blockNumber: str
+    status: str
+    logs: list[RpcLog]
+
+
+class RpcTransaction(TypedDict, total=False):
+    hash: str
+    blockNumber: str | None
+    to: str | None
+    value: str
+    input: str
+    chainId: str
+
+
+class RpcBlock(TypedDict, total=False):
+    hash: str
+    number: str
+    timestamp: str
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value, 16)
+    except (TypeError, ValueError) as exc:
+        raise RpcUnavailable(f"malformed {what} in RPC reply: {value!r}") from exc
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise RpcUnavailable(f"malformed {what} in RPC reply")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError as exc:
+        raise RpcUnavailable(f"malformed {what} in RPC reply") from exc
+
+
+def eip191_hash(message: bytes) -> bytes:
+    """keccak256 of the EIP-191 ``personal_sign`` envelope of ``message``."""
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
+
+
+def transfers_from_logs(logs: list[RpcLog]) -> list[Transfer]:
+    """Well-formed ERC-20 Transfer logs as transfers; anything else is ignored."""
+    found = []
+    for log in logs:
+        topics = log.get("topics") or []
+        if log.get("removed") or len(topics) != 3 or topics[0].lower() != TRANSFER_TOPIC:
+            continue
+        data = log.get("data", "")
+        sender = _WORD_ADDRESS.match(topics[1].lower())
+        recipient = _WORD_ADDRESS.match(topics[2].lower())
+        if sender is None or recipient is None or len(data) != 66:
+            continue
+        found.append(
+            Transfer(
+                asset=str(log.get("address", "")).lower(),
+                sender="0x" + sender.group(1),
+                recipient="0x" + recipient.group(1),
+                amount=_int(data, "log data"),
+            )
+        )
+    return found
+
+
+class EVMAdapter:
+    """Adapter for one EVM network, over JSON-RPC."""
+
+    namespace: ClassVar[str] = "eip155"
+
+    def __init__(self, network: str, config: NetworkSettings) -> None:
+        namespace, _, reference = network.partition(":")
+        if namespace != self.namespace or not reference.isdigit():
+            raise ValueError(f"{network} is not an eip155 network")
+        self.network = network
+        self.chain_id = int(reference)
+        self.config = config
+        self.rpc: JsonRpcClient | None = None
+        self._heads: SharedReads[int] = SharedReads(config.head_cache_seconds)
+        self._blocks: SharedReads[RpcBlock | None] = SharedReads(config.head_cache_seconds)
+
+    @classmethod
+    def create(cls, network: str, config: NetworkSettings) -> EVMAdapter:
+        return cls(network, config)
+
+    async def start(self) -> None:
+        if self.rpc is None:
+            self.rpc = JsonRpcClient(self.config.rpc_urls, timeout=self.config.rpc_timeout)
+        for url in self.config.rpc_urls:  # every endpoint must serve this chain
+            single = JsonRpcClient([url], timeout=self.config.rpc_timeout)
+            try:
+                served = _int(await single.call("eth_chainId", []), "eth_chainId")
+            finally:
+                await single.aclose()
+            if served != self.chain_id:
+                raise WrongChain(f"{url} serves chain {served}, configured {self.network}")
+
+    async def close(self) -> None:
+        if self.rpc is not None:
+            await self.rpc.aclose()
+            self.rpc = None
+
+    def _client(self) -> JsonRpcClient:
+        if self.rpc is None:
+            raise RpcUnavailable(f"{self.network} adapter is not started")
+        return self.rpc
+
+    # -- normalization -------------------------------------------------------------------
+
+    def canonical_txid(self, tx_ref: str) -> str:
+        ref = tx_ref.strip()
+        if not _TXID.match(ref):
+            raise InvalidProof("an EVM transaction hash is 0x and 64 hex digits")
+        return ref.lower()
+
+    def normalize_address(self, address: str) -> str:
+        if not _ADDRESS.match(address):
+            raise ValueError(f"{address!r} is not an EVM address")
+        body = address[2:]
+        if body != body.lower() and body != body.upper() and not is_checksum_address(address):
+            raise ValueError(f"{address!r} has a wrong EIP-55 checksum")
+        return address.lower()
+
+    def normalize_asset(self, asset: str) -> str:
+        return NATIVE if asset == NATIVE else self.normalize_address(asset)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def _head(self) -> int:
+        async def fetch() -> int:
+            return _int(await self._client().call("eth_blockNumber", []), "eth_blockNumber")
+
+        return await self._heads.get("latest", fetch)
+
+    async def _tag_number(self, tag: str) -> int:
+        async def fetch() -> int:
+            block = await self._client().call("eth_getBlockByNumber", [tag, False])
+            return -1 if block is None else _int(block.get("number"), "block number")
+
+        return await self._heads.get(tag, fetch)
+
+    async def _block(self, number: int) -> RpcBlock | None:
+        async def fetch() -> RpcBlock | None:
+            block: RpcBlock | None = await self._client().call(
+                "eth_getBlockByNumber", [hex(number), False]
+            )
+            return block
+
+        return await self._blocks.get(number, fetch)
+
+    async def observe(self, query: Query) -> Observation:
+        tx: RpcTransaction | None
+        receipt: RpcReceipt | None
+        tx, receipt = await self._client().batch(
+            [
+                ("eth_getTransactionByHash", [query.txid]),
+                ("eth_getTransactionReceipt", [query.txid]),
+            ]
+        )
+        if tx is None:
+            raise TxNotFound(f"{query.txid} is not known to the node")
+        if receipt is None or receipt.get("blockNumber") is None:
+            raise NotFinal(f"{query.txid} is not in a block yet")
+        number = _int(receipt.get("blockNumber"), "receipt blockNumber")
+        head = await self._head()
+        block = await self._block(number)
+        if block is None or block.get("hash") != receipt.get("blockHash"):
+            self._blocks.forget(number)
+            raise TxNotFound(f"block {number} of {query.txid} is no longer canonical")
+        confirmations = max(0, head - number + 1)
+        finality = Finality.CONFIRMED
+        if self.config.finality != "latest" and number > await self._tag_number(
+            self.config.finality
+        ):
+            finality = Finality.PENDING
+
+        chain_id = tx.get("chainId")
+        if chain_id is not None and _int(chain_id, "chainId") != self.chain_id:
+            raise WrongChain(f"{query.txid} was signed for chain {_int(chain_id, 'chainId')}")
+        sender = str(tx.get("from", "")).lower()
+        transfers = transfers_from_logs(receipt.get("logs") or [])
+        value = _int(tx.get("value", "0x0"), "value")
+        success = _int(receipt.get("status", "0x0"), "status") == 1
+        if value and tx.get("to") and success:
+            transfers.insert(0, Transfer(NATIVE, sender, str(tx["to"]).lower(), value))
+        calldata = _bytes(tx.get("input", "0x"), "input")
+        memos = (calldata[-32:].hex(),) if len(calldata) >= 32 else ()
+        payers = {
+            t.sender for t in transfers if t.asset == query.asset and t.recipient == query.pay_to
+        }
+        payer = payers.pop() if len(payers) == 1 else sender
+        return Observation(
+            txid=query.txid,
+            success=success,
+            block_ref=f"{number}:{block.get('hash')}",
+            block_time=_int(block.get("timestamp"), "timestamp"),
+            confirmations=confirmations,
+            finality=finality,
+            transfers=tuple(transfers),
+            payer=payer,
+            memos=memos,
+            detail={"from": sender, "blockNumber": number},
+        )
+
+    async def verify_payer_signature(
+        self, observation: Observation, message: bytes, signature: str
+    ) -> bool:
+        try:
+            sig = bytes.fromhex(signature.removeprefix("0x"))
+        except ValueError:
+            return False
+        if len(sig) != 65:
+            return False
+        signable = encode_defunct(primitive=message)
+        try:
+            recovered = Account.recover_message(signable, signature=sig)
+        except (ValueError, TypeError):  # eth_keys rejects malformed v/r/s
+            recovered = ""
+        if recovered.lower() == observation.payer:
+            return True
+        code = await self._client().call("eth_getCode", [observation.payer, "latest"])
+        if not isinstance(code, str) or code in ("0x", "0x0"):
+            return False
+        digest = eip191_hash(message)
+        data = _SELECTOR_1271 + abi_encode(["bytes32", "bytes"], [digest, sig])
+        try:
+            result = await self._client().call(
+                "eth_call", [{"to": observation.payer, "data": "0x" + data.hex()}, "latest"]
+            )
+        except RpcError as exc:
+            if "revert" in exc.rpc_message.lower():
+                return False
+            raise
+        raw = _bytes(result, "eth_call result")
+        return len(raw) >= 4 and raw[:4] == EIP1271_MAGIC

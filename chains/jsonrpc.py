@@ -1,0 +1,167 @@
+"""A small async JSON-RPC 2.0 client: batches, several URLs with failover, shared reads.
+
+Adapters map everything that goes wrong here to ``RpcUnavailable`` (transient), at this edge:
+transport errors, timeouts, HTTP 429 and 5xx, malformed replies and JSON-RPC errors. Only
+idempotent reads go through it, so retrying on another URL is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from verifier.adapter import RpcUnavailable
+
+T = TypeVar("T")
+
+
+class RpcError(RpcUnavailable):
+    """The node answered with a JSON-RPC error object."""
+
+    def __init__(self, method: str, error: Any) -> None:
+        message = error.get("message") if isinstance(error, dict) else error
+        code = error.get("code") if isinstance(error, dict) else None
+        super().__init__(f"{method}: JSON-RPC error {code}: {message}")
+        self.code = code
+        self.rpc_message = str(message)
+
+
+class JsonRpcClient:
+    """JSON-RPC over one pooled ``httpx.AsyncClient`` and an ordered list of URLs.
+
+    The first URL that works is kept as preferred; when it fails, the next one is tried within
+    the same call, and the preferred URL moves on.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one RPC url is needed")
+        self.urls = list(urls)
+        self._preferred = 0
+        self._ids = itertools.count(1)
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            headers={"content-type": "application/json"},
+        )
+        self.requests_sent = 0  # HTTP round trips, for the benchmark and tests
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, method: str, params: list[Any]) -> Any:
+        (result,) = await self.batch([(method, params)])
+        return result
+
+    async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """Results of ``calls`` in order, in one HTTP request (a JSON-RPC batch when > 1)."""
+        ids = [next(self._ids) for _ in calls]
+        body: Any = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+            for i, (m, p) in zip(ids, calls, strict=True)
+        ]
+        if len(body) == 1:
+            body = body[0]
+        last: Exception | None = None
+        for offset in range(len(self.urls)):
+            index = (self._preferred + offset) % len(self.urls)
+            try:
+                replies = await self._post(self.urls[index], body)
+                results = self._unpack(replies, ids, calls)
+            except RpcUnavailable as exc:
+                last = exc
+                continue
+            self._preferred = index
+            return results
+        if isinstance(last, RpcError):  # the last node answered with an error: pass it on
+            raise last
+        raise RpcUnavailable(f"every RPC url failed; last: {last}") from last
+
+    async def _post(self, url: str, body: Any) -> Any:
+        self.requests_sent += 1
+        try:
+            reply = await self._client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise RpcUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if reply.status_code == 429 or reply.status_code >= 500:
+            raise RpcUnavailable(f"{url}: HTTP {reply.status_code}")
+        if reply.status_code != 200:
+            raise RpcUnavailable(f"{url}: unexpected HTTP {reply.status_code}")
+        try:
+            return reply.json()
+        except ValueError as exc:
+            raise RpcUnavailable(f"{url}: reply is not JSON") from exc
+
+    @staticmethod
+    def _unpack(replies: Any, ids: list[int], calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        if isinstance(replies, dict):
+            replies = [replies]
+        if not isinstance(replies, list):
+            raise RpcUnavailable("JSON-RPC reply is neither an object nor a list")
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        results = []
+        for i, (method, _) in zip(ids, calls, strict=True):
+            reply = by_id.get(i)
+            if reply is None:
+                raise RpcUnavailable(f"{method}: no reply in the batch")
+            if reply.get("error") is not None:
+                raise RpcError(method, reply["error"])
+            if "result" not in reply:
+                raise RpcUnavailable(f"{method}: reply has no result")
+            results.append(reply["result"])
+        return results
+
+
+class SharedReads(Generic[T]):
+    """A short-lived cache with single flight: concurrent jobs asking for the same value (the
+    chain head, one block) share one RPC call, and reuse its answer for ``ttl`` seconds."""
+
+    def __init__(self, ttl: float, max_entries: int = 512) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._values: dict[Hashable, tuple[float, T]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
+
+    def forget(self, key: Hashable) -> None:
+        self._values.pop(key, None)
+
+    async def get(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
+        hit = self._values.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        running = self._inflight.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            value = await fetch()
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters, if any, get it through await
+            raise
+        else:
+            fut.set_result(value)
+            if self.ttl > 0:
+                if len(self._values) >= self.max_entries:
+                    self._values.clear()
+                self._values[key] = (time.monotonic(), value)
+            return value
+        finally:
+            del self._inflight[key]

@@ -1,0 +1,100 @@
+"""The protocol every chain adapter implements, and the errors it raises.
+
+An adapter *observes*: it turns one transaction of its chain into an ``Observation`` (or raises a
+``TransientError`` when the chain cannot tell yet). It never decides whether a payment counts; the
+core does that once, for every chain, in ``verifier.matching``.
+
+Adapters are found through the entry point group ``verifier.chains``; the entry point's name is
+the CAIP-2 namespace it serves (``eip155``, ``solana``, ...) and its object is the adapter class.
+One instance is created per configured network at worker start, ``start()`` pins the network
+(rule 8) and opens connection pools, ``close()`` releases them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+from verifier.errors import (
+    FinalError,
+    InvalidProof,
+    NotFinal,
+    RpcUnavailable,
+    TransientError,
+    TxNotFound,
+    WrongChain,
+)
+from verifier.models import Finality, Observation, Transfer
+
+if TYPE_CHECKING:
+    from verifier.settings import NetworkSettings
+
+__all__ = [
+    "ChainAdapter",
+    "FinalError",
+    "Finality",
+    "InvalidProof",
+    "NotFinal",
+    "Observation",
+    "Query",
+    "RpcUnavailable",
+    "Transfer",
+    "TransientError",
+    "TxNotFound",
+    "WrongChain",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What the worker asks an adapter about: a canonical txid, and what it is looking for.
+
+    ``asset`` and ``pay_to`` are already normalized by the same adapter, so an adapter can use them
+    to fetch only what matters (a payee's token account, a jetton wallet).
+    """
+
+    txid: str
+    asset: str
+    pay_to: str
+    min_confirmations: int
+
+
+@runtime_checkable
+class ChainAdapter(Protocol):
+    """One chain family's view of transactions, for one network."""
+
+    namespace: ClassVar[str]
+    network: str
+
+    @classmethod
+    def create(cls, network: str, config: NetworkSettings) -> ChainAdapter:
+        """Build the adapter for ``network`` (a CAIP-2 id in this namespace)."""
+        ...
+
+    async def start(self) -> None:
+        """Open clients and pin the network; raise ``WrongChain`` if the RPC serves another."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def canonical_txid(self, tx_ref: str) -> str:
+        """The canonical form of a client's transaction reference; ``InvalidProof`` if garbage."""
+        ...
+
+    def normalize_address(self, address: str) -> str:
+        """Canonical form of an account address; ``InvalidProof`` (or ``ValueError``) if bad."""
+        ...
+
+    def normalize_asset(self, asset: str) -> str:
+        """Canonical form of an asset id (``native`` stays ``native``)."""
+        ...
+
+    async def observe(self, query: Query) -> Observation:
+        """What the chain says about ``query.txid``; ``TransientError`` when it cannot say yet."""
+        ...
+
+    async def verify_payer_signature(
+        self, observation: Observation, message: bytes, signature: str
+    ) -> bool:
+        """Whether ``signature`` over ``message`` was made by ``observation.payer``."""
+        ...

@@ -1,0 +1,161 @@
+"""``x402-verifier``: gate | worker | demo | verify | doctor.
+
+Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from verifier.errors import VerifierError
+from verifier.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from verifier.asgi import create_app
+
+    settings = _settings(args)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.gate.host,
+        port=args.port if args.port is not None else settings.gate.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from verifier.worker import run_worker
+
+    run_worker(_settings(args))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from devchain.demo import run_demo
+    except ImportError as exc:
+        print(f"the demo needs the dev extras: pip install -e '.[dev]' ({exc})", file=sys.stderr)
+        return 2
+    code: int = run_demo(workers=args.workers)
+    return code
+
+
+async def _verify(settings: Settings, header: str, resource: str) -> int:
+    """Verify one proof against the chain without claiming it (a dry run)."""
+    from verifier.challenge import ChallengeSigner
+    from verifier.jobs import Verifier, VerifyJob
+    from verifier.registry import build_adapters
+    from verifier.store import job_key
+    from verifier.wire import decode_payment_payload
+    from verifier.worker import start_adapters
+
+    proof = decode_payment_payload(header)
+    adapters = build_adapters(settings)
+    await start_adapters(adapters)
+    try:
+        signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
+        verifier = Verifier(settings, signer, adapters)
+        job = VerifyJob(
+            proof=proof, resource=resource, job=job_key(proof.payload.nonce, proof.payload.tx_hash)
+        )
+        step = await verifier.attempt(job)
+    finally:
+        await asyncio.gather(*(a.close() for a in adapters.values()))
+    print(step.outcome.model_dump_json(by_alias=True, exclude_none=True, indent=2))
+    return 0 if step.outcome.success else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    return asyncio.run(_verify(_settings(args), args.proof, args.resource))
+
+
+async def _doctor(settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from verifier.registry import build_adapters, load_plugins
+
+    ok = True
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await redis.ping()
+        print(f"redis       ok    {settings.redis_url}")
+    except OSError as exc:
+        ok = False
+        print(f"redis       FAIL  {settings.redis_url}: {exc}")
+    finally:
+        await redis.aclose()
+    plugins = load_plugins()
+    print(
+        "adapters    ok    "
+        + ", ".join(f"{p.namespace} ({p.distribution})" for p in plugins.values())
+    )
+    for network, adapter in build_adapters(settings, plugins).items():
+        try:
+            await adapter.start()
+            print(f"network     ok    {network}")
+        except VerifierError as exc:
+            ok = False
+            print(f"network     FAIL  {network}: {exc}")
+        finally:
+            await adapter.close()
+    return 0 if ok else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return asyncio.run(_doctor(_settings(args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="x402-verifier", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="TOML configuration file (default: $X402_CONFIG)")
+        return p
+
+    gate = command("gate", "serve the paid routes of the configuration over HTTP")
+    gate.add_argument("--host")
+    gate.add_argument("--port", type=int)
+    gate.set_defaults(run=cmd_gate)
+    command("worker", "run a verification worker (arq)").set_defaults(run=cmd_worker)
+    demo = sub.add_parser("demo", help="local end-to-end demo (Redis, anvil, gate, workers)")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(run=cmd_demo)
+    verify = command("verify", "verify one proof header against the chain, without claiming it")
+    verify.add_argument("proof", help="the PAYMENT-SIGNATURE header value")
+    verify.add_argument("--resource", required=True, help="the resource URL the proof pays for")
+    verify.set_defaults(run=cmd_verify)
+    command("doctor", "check Redis and every configured network").set_defaults(run=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except VerifierError as exc:
+        print(f"x402-verifier: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The library a web server uses: issue challenges, settle proofs, wait for receipts.
+
+::
+
+    gate = await Gate.connect(load_settings("verifier.toml"))
+    offers = gate.offers(route.accepts)
+    required = gate.challenge(ResourceInfo(url=url), offers)        # -> 402 body and header
+    outcome = await gate.settle(header, resource=url, offers=offers) # Receipt | Failure
+
+``settle`` never talks to a chain. It checks what it can alone (the header, the challenge's MAC
+and expiry, that the terms are the route's), then enqueues a verification job whose id is derived
+from the proof, so the same proof sent twice, to any gate process, attaches to the same job. It
+waits for the outcome on one Redis subscription shared by the whole process. When the chain has
+not confirmed within ``timeout`` it returns a *pending* ``Failure`` (``transient=True``, reason
+``tx_not_found`` or ``insufficient_confirmations``): the job keeps going and the same proof sent
+later gets the final answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from arq import create_pool
+from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from verifier.assets import AssetRegistry, format_amount
+from verifier.challenge import ChallengeSigner, Terms, authenticate_proof, memo_for
+from verifier.errors import FinalError, InvalidProof
+from verifier.jobs import VerifyJob
+from verifier.models import (
+    SCHEME,
+    Accept,
+    AcceptExtra,
+    Binding,
+    Failure,
+    PaymentPayload,
+    PaymentRequired,
+    ReasonCode,
+    Receipt,
+    ResourceInfo,
+    failure,
+)
+from verifier.settings import AcceptSettings, Settings, parse_price
+from verifier.store import Store, job_key, parse_outcome
+from verifier.wire import decode_payment_payload
+from verifier.worker import json_dumps, json_loads, redis_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One rail of a route, resolved against the asset registry: the gate's own terms."""
+
+    network: str
+    asset: str
+    amount: int
+    pay_to: str
+    max_timeout_seconds: int
+    min_confirmations: int
+    binding: Binding
+    decimals: int
+    symbol: str
+
+    def terms(self, resource: str) -> Terms:
+        return Terms(
+            SCHEME,
+            self.network,
+            self.asset,
+            self.amount,
+            self.pay_to,
+            self.max_timeout_seconds,
+            self.min_confirmations,
+            self.binding,
+            resource,
+        )
+
+
+def resolve_offer(accept: AcceptSettings, settings: Settings, registry: AssetRegistry) -> Offer:
+    info = registry.resolve(accept.network, accept.asset)
+    amount = (
+        accept.amount
+        if accept.amount is not None
+        else parse_price(accept.price or "", info.decimals)
+    )
+    min_conf = accept.min_confirmations or settings.network(accept.network).min_confirmations
+    return Offer(
+        accept.network,
+        info.asset,
+        amount,
+        accept.pay_to,
+        accept.max_timeout_seconds,
+        min_conf,
+        accept.binding,
+        info.decimals,
+        info.symbol,
+    )
+
+
+class OutcomeListener:
+    """One Redis subscription per process, fanned out to the requests waiting on it."""
+
+    def __init__(self, redis: ArqRedis, channel: str) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._waiters: defaultdict[str, set[asyncio.Future[bytes | None]]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="x402-outcome-listener")
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                self._ready.set()
+                delay = 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    job, _, raw = message["data"].partition(b"\n")
+                    for fut in self._waiters.get(job.decode(), ()):
+                        if not fut.done():
+                            fut.set_result(raw)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("outcome subscription lost (%s); resubscribing", exc)
+                # Notifications may have been missed: let every waiter re-read the store.
+                for futs in self._waiters.values():
+                    for fut in futs:
+                        if not fut.done():
+                            fut.set_result(None)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @contextlib.contextmanager
+    def waiting(self, job: str) -> Iterator[asyncio.Future[bytes | None]]:
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._waiters[job].add(fut)
+        try:
+            yield fut
+        finally:
+            waiters = self._waiters.get(job)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    del self._waiters[job]
+
+
+class Gate:
+    """Challenges and settlement for a web server. One per process; see the module docstring."""
+
+    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = Store(redis, settings.store)
+        self.signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
+        self.registry = settings.asset_registry()
+        self._listener = OutcomeListener(redis, self.store.keys.channel)
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> Gate:
+        redis = await create_pool(
+            redis_settings(settings),
+            job_serializer=json_dumps,
+            job_deserializer=json_loads,
+            default_queue_name=settings.queue_name,
+        )
+        gate = cls(settings, redis)
+        await gate._listener.start()
+        return gate
+
+    async def close(self) -> None:
+        await self._listener.close()
+        await self.redis.aclose()
+
+    def offers(self, accepts: Sequence[AcceptSettings]) -> list[Offer]:
+        return [resolve_offer(a, self.settings, self.registry) for a in accepts]
+
+    def challenge(
+        self,
+        resource: ResourceInfo,
+        offers: Sequence[Offer],
+        error: str | None = None,
+        now: float | None = None,
+    ) -> PaymentRequired:
+        """A 402 offer: one fresh, authenticated nonce per rail. No Redis write."""
+        accepts = []
+        for offer in offers:
+            issued = self.signer.issue(offer.terms(resource.url), now=now)
+            accepts.append(
+                Accept(
+                    scheme=SCHEME,
+                    network=offer.network,
+                    asset=offer.asset,
+                    amount=str(offer.amount),
+                    pay_to=offer.pay_to,
+                    max_timeout_seconds=offer.max_timeout_seconds,
+                    extra=AcceptExtra(
+                        nonce=issued.nonce,
+                        memo=memo_for(issued.nonce),
+                        decimals=offer.decimals,
+                        symbol=offer.symbol,
+                        amount_formatted=format_amount(offer.amount, offer.decimals),
+                        min_confirmations=offer.min_confirmations,
+                        binding=offer.binding,
+                    ),
+                )
+            )
+        return PaymentRequired(x402_version=2, error=error, resource=resource, accepts=accepts)
+
+    def _admit(self, proof: PaymentPayload, resource: str, offers: Sequence[Offer] | None) -> None:
+        """The checks that need no chain. Raises ``FinalError``."""
+        challenge = authenticate_proof(
+            self.signer, proof, resource, now=time.time(), grace=self.settings.worker.grace_seconds
+        )
+        if challenge.terms.network not in self.settings.networks:
+            raise FinalError(
+                f"network {challenge.terms.network} is not served here", ReasonCode.INVALID_NETWORK
+            )
+        if offers is not None and challenge.terms not in {o.terms(resource) for o in offers}:
+            raise InvalidProof("the proof's terms are not offered for this resource")
+
+    async def settle(
+        self,
+        proof_header: str | bytes,
+        *,
+        resource: str,
+        offers: Sequence[Offer] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a deadline for the wait, not for I/O)
+    ) -> Receipt | Failure:
+        """Verify a proof header for ``resource``: a receipt, a failure, or pending (transient).
+
+        ``offers``, when given, must include the terms the proof answers: a challenge issued
+        for another route or at another price is refused even with a valid MAC.
+        """
+        try:
+            proof = decode_payment_payload(proof_header)
+        except InvalidProof as exc:
+            return failure(ReasonCode.INVALID_PAYLOAD, str(exc))
+        job = job_key(proof.payload.nonce, proof.payload.tx_hash)
+        timeout = self.settings.gate.settle_timeout if timeout is None else timeout
+        with self._listener.waiting(job) as fut:
+            known = await self.store.outcome(job)
+            if known is not None:  # idempotent: the same proof gets the same answer
+                return known
+            try:
+                self._admit(proof, resource, offers)
+            except FinalError as exc:
+                return failure(
+                    exc.reason,
+                    str(exc),
+                    network=proof.accepted.network,
+                    nonce=proof.payload.nonce,
+                )
+            payload = VerifyJob(proof=proof, resource=resource, job=job)
+            await self.redis.enqueue_job(
+                "verify_payment",
+                payload.model_dump(by_alias=True, exclude_none=True),
+                _job_id=job,
+                _queue_name=self.settings.queue_name,
+            )
+            with contextlib.suppress(TimeoutError):
+                raw = await asyncio.wait_for(asyncio.shield(fut), timeout)
+                if raw:
+                    return parse_outcome(raw)
+        # Timed out, or the subscription dropped: the store is the source of truth.
+        known = await self.store.outcome(job)
+        if known is not None:
+            return known
+        pending = await self.store.pending(job)
+        if pending is not None:
+            return pending
+        return failure(
+            ReasonCode.TX_NOT_FOUND,
+            "not verified yet: send the same proof again later",
+            network=proof.accepted.network,
+            nonce=proof.payload.nonce,
+            transaction=proof.payload.tx_hash,
+        )

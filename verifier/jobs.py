@@ -1,0 +1,233 @@
+"""The verification job: authenticate, observe, judge, claim.
+
+``verify_payment`` is the arq job function. Its outcome is always a return value stored in Redis
+(a receipt or a failure) and announced to the gates, except for transient outcomes before the
+deadline, which raise ``arq.Retry`` with backoff so that the same job tries again (rule 3). The
+deadline is the challenge's expiry plus ``worker.grace_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from arq import Retry
+from pydantic import BaseModel, ConfigDict
+
+from verifier.adapter import ChainAdapter, Query
+from verifier.challenge import ChallengeSigner, authenticate_proof, nonce_expiry, proof_message
+from verifier.errors import FinalError, TransientError
+from verifier.matching import Expectation, judge, wants_signature
+from verifier.models import SCHEME, Failure, PaymentPayload, ReasonCode, Receipt, failure
+from verifier.settings import Settings
+from verifier.store import ClaimStatus, Store
+
+log = logging.getLogger(__name__)
+
+
+class VerifyJob(BaseModel):
+    """What the gate enqueues. The worker trusts nothing in it that it cannot authenticate."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    proof: PaymentPayload
+    resource: str
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The result of one attempt: a final outcome, or a transient one to retry."""
+
+    outcome: Receipt | Failure
+    retry: bool = False
+
+
+class Verifier:
+    """Everything a worker needs to verify proofs; built once at worker start."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        signer: ChallengeSigner,
+        adapters: dict[str, ChainAdapter],
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self.signer = signer
+        self.adapters = adapters
+
+    async def attempt(self, job: VerifyJob, *, now: float | None = None) -> Step:
+        """One verification attempt, without touching Redis."""
+        now = time.time() if now is None else now
+        proof = job.proof
+        fail: dict[str, str] = {"network": proof.accepted.network, "nonce": proof.payload.nonce}
+        grace = self.settings.worker.grace_seconds
+        try:
+            challenge = authenticate_proof(self.signer, proof, job.resource, now=now, grace=grace)
+            network = challenge.terms.network
+            fail["network"] = network
+            adapter = self.adapters.get(network)
+            if adapter is None:
+                raise FinalError(f"no worker adapter for {network}", ReasonCode.INVALID_NETWORK)
+            txid = adapter.canonical_txid(proof.payload.tx_hash)
+            fail["transaction"] = txid
+            try:
+                asset = adapter.normalize_asset(challenge.terms.asset)
+                pay_to = adapter.normalize_address(challenge.terms.pay_to)
+            except ValueError as exc:  # an offer the gate should never have made
+                raise FinalError(f"the offer is invalid: {exc}") from exc
+            expect = Expectation(
+                asset=asset,
+                pay_to=pay_to,
+                amount=challenge.terms.amount,
+                min_confirmations=challenge.terms.min_confirmations,
+                binding=challenge.terms.binding,
+                memo=challenge.memo,
+                issued_at=challenge.issued_at,
+                expires_at=challenge.expires_at,
+                clock_skew=self.settings.worker.clock_skew,
+            )
+            obs = await adapter.observe(Query(txid, asset, pay_to, expect.min_confirmations))
+            signature_ok = False
+            if proof.payload.signature and wants_signature(obs, expect):
+                message = proof_message(network, challenge.nonce, obs.txid)
+                signature_ok = await adapter.verify_payer_signature(
+                    obs, message, proof.payload.signature
+                )
+        except TransientError as exc:
+            return Step(failure(exc.reason, str(exc), **fail), retry=True)
+        except FinalError as exc:
+            return Step(failure(exc.reason, str(exc), **fail))
+
+        verdict = judge(obs, expect, signature_ok=signature_ok)
+        fail["transaction"] = obs.txid
+        if verdict.reason is not None:
+            return Step(
+                failure(verdict.reason, verdict.message, **fail), retry=verdict.reason.transient
+            )
+        receipt = Receipt(
+            scheme=SCHEME,
+            network=network,
+            transaction=obs.txid,
+            asset=proof.accepted.asset,
+            amount=str(challenge.terms.amount),
+            payer=obs.payer,
+            pay_to=proof.accepted.pay_to,
+            verified_at=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+            + "Z",
+            nonce=challenge.nonce,
+            extensions={
+                SCHEME: {
+                    "paidAmount": str(verdict.paid),
+                    "confirmations": obs.confirmations,
+                    "blockRef": obs.block_ref,
+                    "blockTime": obs.block_time,
+                    "bound": verdict.bound,
+                    "consumptionKey": f"{network}:{obs.txid}",
+                }
+            },
+        )
+        return Step(receipt)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("this Verifier has no store: it can only dry-run (attempt)")
+        return self._store
+
+    def deadline(self, job: VerifyJob) -> float:
+        """When transient outcomes stop being retried (expiry + grace), from the nonce."""
+        expires = nonce_expiry(job.proof.payload.nonce)
+        return 0.0 if expires is None else float(expires + self.settings.worker.grace_seconds)
+
+    def backoff(self, job_try: int, left: float) -> float:
+        w = self.settings.worker
+        delay: float = min(w.retry_max, w.retry_base * 2.0 ** max(job_try - 1, 0))
+        delay *= random.uniform(0.8, 1.2)  # spread retries of a burst of proofs
+        return max(0.05, min(delay, left))
+
+    async def run(self, job: VerifyJob, job_try: int) -> Receipt | Failure:
+        """One attempt, stored: a final outcome is recorded, a transient one retried."""
+        step = await self.attempt(job)
+        outcome = step.outcome
+        now = time.time()
+        deadline = self.deadline(job)
+        retention = self.settings.store.receipt_retention
+        if step.retry and isinstance(outcome, Failure):
+            if now < deadline:
+                await self.store.record_pending(job.job, outcome, int(deadline - now) + 60)
+                raise Retry(defer=self.backoff(job_try, deadline - now))
+            outcome = failure(
+                ReasonCode.PAYMENT_EXPIRED,
+                f"the challenge expired while waiting: {outcome.error_reason.value}: "
+                f"{outcome.error_message}",
+                network=outcome.network,
+                nonce=outcome.nonce,
+                transaction=outcome.transaction,
+            )
+        if isinstance(outcome, Failure):
+            await self.store.record_failure(job.job, outcome, retention)
+            return outcome
+        consumption_key = outcome.extensions[SCHEME]["consumptionKey"]
+        claim = await self.store.claim(
+            nonce=outcome.nonce,
+            consumption_key=consumption_key,
+            job=job.job,
+            receipt=outcome,
+            nonce_ttl=int(deadline - now) + 60,
+        )
+        if claim.receipt is not None:
+            return claim.receipt
+        reason = (
+            ReasonCode.TX_ALREADY_USED
+            if claim.status is ClaimStatus.TX_USED
+            else ReasonCode.NONCE_ALREADY_USED
+        )
+        message = (
+            "this transaction already paid for another challenge"
+            if reason is ReasonCode.TX_ALREADY_USED
+            else "this challenge was already paid by another transaction"
+        )
+        refused = failure(
+            reason,
+            message,
+            network=outcome.network,
+            nonce=outcome.nonce,
+            transaction=outcome.transaction,
+        )
+        await self.store.record_failure(job.job, refused, retention)
+        return refused
+
+
+async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """arq job: verify one proof; returns the stored outcome as wire JSON."""
+    verifier: Verifier = ctx["verifier"]
+    parsed = VerifyJob.model_validate(job)
+    job_try = ctx.get("job_try", 1)
+    try:
+        outcome = await verifier.run(parsed, job_try)
+    except Retry:
+        raise
+    except Exception:
+        # A bug or an unmapped error in an adapter must not strand the proof: log it loudly and
+        # retry like a transient error; at the deadline the proof gets a final answer.
+        log.exception("verification of job %s failed unexpectedly (try %d)", parsed.job, job_try)
+        left = verifier.deadline(parsed) - time.time()
+        if left > 0:
+            raise Retry(defer=verifier.backoff(job_try, left)) from None
+        outcome = failure(
+            ReasonCode.PAYMENT_EXPIRED,
+            "the challenge expired while the verifier failed internally",
+            network=parsed.proof.accepted.network,
+            nonce=parsed.proof.payload.nonce,
+        )
+        await verifier.store.record_failure(
+            parsed.job, outcome, verifier.settings.store.receipt_retention
+        )
+    return outcome.model_dump(by_alias=True, exclude_none=True)

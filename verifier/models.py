@@ -1,0 +1,218 @@
+"""Typed models for everything that crosses HTTP or Redis.
+
+Wire models (``Accept``, ``PaymentRequired``, ``PaymentPayload``, ``Receipt``, ``Failure``) use the
+x402 v2 camelCase field names on the wire and are validated on the way in. Unknown fields are kept
+(``extra="allow"``) where the protocol lets clients and servers add their own, so that a proof
+echoes the offer it answers byte for byte.
+
+``Observation`` and ``Transfer`` are what a chain adapter reports about one transaction; the core
+compares them with the offer in ``verifier.matching``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEME = "onchain-proof"
+
+# Generous for any real header, small enough that a hostile one costs nothing to reject.
+MAX_HEADER_BYTES = 16 * 1024
+
+ShortStr = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+Amount = Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]{0,77})$")]
+
+
+class ReasonCode(StrEnum):
+    """Why a proof was not (yet) accepted. Stable, documented in the README."""
+
+    # transient: the job keeps retrying until the challenge expires
+    TX_NOT_FOUND = "tx_not_found"
+    INSUFFICIENT_CONFIRMATIONS = "insufficient_confirmations"
+    RPC_UNAVAILABLE = "rpc_unavailable"
+    # final
+    INVALID_PAYLOAD = "invalid_payload"
+    INVALID_NETWORK = "invalid_network"
+    INVALID_SCHEME = "invalid_scheme"
+    NONCE_UNKNOWN = "nonce_unknown"
+    PAYMENT_EXPIRED = "payment_expired"
+    NONCE_ALREADY_USED = "nonce_already_used"
+    TX_ALREADY_USED = "tx_already_used"
+    TX_REVERTED = "tx_reverted"
+    WRONG_RECIPIENT = "wrong_recipient"
+    WRONG_ASSET = "wrong_asset"
+    AMOUNT_TOO_LOW = "amount_too_low"
+    TRANSFER_NOT_FOUND = "transfer_not_found"
+    BINDING_MISSING = "binding_missing"
+    TX_BEFORE_CHALLENGE = "tx_before_challenge"
+    WRONG_CHAIN = "wrong_chain"
+
+    @property
+    def transient(self) -> bool:
+        return self in TRANSIENT_REASONS
+
+
+TRANSIENT_REASONS = frozenset(
+    {ReasonCode.TX_NOT_FOUND, ReasonCode.INSUFFICIENT_CONFIRMATIONS, ReasonCode.RPC_UNAVAILABLE}
+)
+
+
+class Binding(StrEnum):
+    """How a proof must be tied to its challenge (rule 5 of the design).
+
+    ``memo``: the transaction carries the memo commitment, or the proof is signed; the name
+    says which one the payer is expected to use. ``required`` and ``memo`` are equally strict:
+    either kind of binding counts. ``signature``: only a payer signature counts. ``none``: a fresh
+    unbound proof is accepted too (the receipt then says ``bound: false``).
+    """
+
+    REQUIRED = "required"
+    MEMO = "memo"
+    SIGNATURE = "signature"
+    NONE = "none"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="allow")
+
+
+class AcceptExtra(_Wire):
+    nonce: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    memo: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    decimals: int | None = Field(default=None, ge=0, le=36)
+    symbol: str | None = Field(default=None, max_length=32)
+    amount_formatted: str | None = Field(default=None, alias="amountFormatted", max_length=100)
+    min_confirmations: int = Field(default=1, alias="minConfirmations", ge=1, le=10_000)
+    binding: Binding = Binding.REQUIRED
+
+
+class Accept(_Wire):
+    """One payment rail the gate takes (an entry of ``accepts``)."""
+
+    scheme: ShortStr
+    network: ShortStr
+    asset: ShortStr
+    amount: Amount
+    pay_to: ShortStr = Field(alias="payTo")
+    max_timeout_seconds: int = Field(alias="maxTimeoutSeconds", ge=1, le=7 * 86400)
+    extra: AcceptExtra
+
+
+class ResourceInfo(_Wire):
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    description: str | None = None
+    mime_type: str | None = Field(default=None, alias="mimeType")
+
+
+class PaymentRequired(_Wire):
+    x402_version: Literal[2] = Field(default=2, alias="x402Version")
+    error: str | None = None
+    resource: ResourceInfo
+    accepts: list[Accept]
+    extensions: dict[str, Any] | None = None
+
+
+class ProofBody(_Wire):
+    nonce: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    tx_hash: Annotated[
+        str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)
+    ] = Field(alias="txHash")
+    signature: Annotated[str, StringConstraints(max_length=4096)] | None = None
+
+
+class PaymentPayload(_Wire):
+    """The proof a client sends in ``PAYMENT-SIGNATURE`` (or ``X-PAYMENT``)."""
+
+    x402_version: Literal[1, 2] = Field(default=2, alias="x402Version")
+    accepted: Accept
+    payload: ProofBody
+    resource: ResourceInfo | None = None
+
+    @model_validator(mode="after")
+    def _nonce_matches_offer(self) -> PaymentPayload:
+        if self.payload.nonce != self.accepted.extra.nonce:
+            raise ValueError("payload.nonce differs from accepted.extra.nonce")
+        return self
+
+
+class Receipt(_Wire):
+    """A payment that counted. Superset of the x402 v2 SettleResponse."""
+
+    success: Literal[True] = True
+    scheme: str = SCHEME
+    network: str
+    transaction: str
+    asset: str
+    amount: str
+    payer: str
+    pay_to: str = Field(alias="payTo")
+    verified_at: str = Field(alias="verifiedAt")
+    nonce: str
+    extensions: dict[str, Any] = Field(default_factory=dict)
+
+
+class Failure(_Wire):
+    """A proof that did not count (yet, when ``transient``)."""
+
+    success: Literal[False] = False
+    error_reason: ReasonCode = Field(alias="errorReason")
+    error_message: str = Field(default="", alias="errorMessage")
+    transient: bool = False
+    transaction: str = ""
+    network: str = ""
+    nonce: str = ""
+
+
+Outcome = Receipt | Failure
+
+
+def failure(
+    reason: ReasonCode, message: str, *, network: str = "", nonce: str = "", transaction: str = ""
+) -> Failure:
+    return Failure(
+        error_reason=reason,
+        error_message=message[:500],
+        transient=reason.transient,
+        network=network,
+        nonce=nonce,
+        transaction=transaction,
+    )
+
+
+class Finality(StrEnum):
+    """How final an adapter saw the transaction."""
+
+    PENDING = "pending"  # known but not yet in a block, or not deep enough
+    CONFIRMED = "confirmed"
+    FINALIZED = "finalized"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One movement of value inside a transaction, with normalized addresses."""
+
+    asset: str  # normalized asset id, or "native"
+    sender: str
+    recipient: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one chain says about one transaction. Produced by an adapter, judged by the core."""
+
+    txid: str  # canonical transaction id (the consumption key uses it)
+    success: bool
+    block_ref: str
+    block_time: int  # unix seconds
+    confirmations: int
+    finality: Finality
+    transfers: tuple[Transfer, ...]
+    payer: str
+    # Commitments the transaction carries, as the chain allows: hex for binary data (an EVM
+    # calldata suffix, a Stellar memo hash), text for memos and comments.
+    memos: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)

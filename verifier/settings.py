@@ -1,0 +1,244 @@
+"""Configuration: a TOML file and ``X402_*`` environment variables, read once at start.
+
+Precedence, highest first: keyword arguments, environment (``X402_REDIS_URL``,
+``X402_WORKER__MAX_JOBS``, nested with ``__``), the TOML file (``--config FILE`` or
+``X402_CONFIG``), defaults. Every table forbids unknown keys, so a misspelt setting is an error at
+start, not a silently ignored line. ``examples/config.toml`` documents each field.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from verifier.assets import AssetInfo, AssetRegistry, normalize_network
+from verifier.errors import ConfigError
+from verifier.models import Binding
+
+CONFIG_ENV = "X402_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkSettings(_Section):
+    """One chain network the workers verify on."""
+
+    rpc_urls: list[str] = Field(min_length=1)
+    # Used when a route does not say; an offer's own minConfirmations always wins.
+    min_confirmations: int = Field(default=1, ge=1)
+    # EVM: "latest" counts confirmations from the head; "safe"/"finalized" also require the
+    # block to be at or below that tag.
+    finality: Literal["latest", "safe", "finalized"] = "latest"
+    rpc_timeout: float = Field(default=10.0, gt=0)
+    # How long a head (block number / slot) read is shared between concurrent jobs.
+    head_cache_seconds: float = Field(default=0.5, ge=0)
+    # Free-form adapter options (third-party adapters read theirs from here).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("rpc_urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"rpc url {url!r} must be http(s)")
+        return v
+
+
+class AssetSettings(_Section):
+    network: str
+    symbol: str
+    asset: str
+    decimals: int = Field(ge=0, le=36)
+
+
+class AcceptSettings(_Section):
+    """One rail of a paid route. Give ``amount`` in base units, or ``price`` in whole tokens."""
+
+    network: str
+    asset: str  # symbol from the registry (USDC), chain-native id, or "native"
+    pay_to: str
+    amount: int | None = Field(default=None, ge=1)
+    price: str | None = None
+    max_timeout_seconds: int = Field(default=600, ge=10, le=7 * 86400)
+    min_confirmations: int | None = Field(default=None, ge=1)
+    binding: Binding = Binding.REQUIRED
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v: str) -> str:
+        return normalize_network(v)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> AcceptSettings:
+        if (self.amount is None) == (self.price is None):
+            raise ValueError("give exactly one of amount (base units) or price (decimal)")
+        return self
+
+
+class RouteSettings(_Section):
+    path: str = Field(pattern=r"^/")
+    description: str = ""
+    mime_type: str = "application/json"
+    body: str | None = None
+    upstream: str | None = None
+    accepts: list[AcceptSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RouteSettings:
+        if (self.body is None) == (self.upstream is None):
+            raise ValueError(f"route {self.path}: give exactly one of body or upstream")
+        return self
+
+
+class ChallengeSettings(_Section):
+    """HMAC keys for stateless nonces, by key id. Rotate by adding a key and moving ``active``."""
+
+    active: str = "k1"
+    keys: dict[str, str] = Field(default_factory=dict)
+
+    def key_bytes(self) -> dict[str, bytes]:
+        return {kid: key.encode() for kid, key in self.keys.items()}
+
+
+class WorkerSettings(_Section):
+    max_jobs: int = Field(default=500, ge=1)
+    poll_delay: float = Field(default=0.05, gt=0)
+    queue_read_limit: int | None = Field(default=None, ge=1)
+    # One attempt's time limit. A worker killed mid-job frees its job this long (+10 s) later.
+    job_timeout: float = Field(default=30.0, gt=0)
+    retry_base: float = Field(default=1.0, gt=0)
+    retry_max: float = Field(default=15.0, gt=0)
+    # Transient outcomes keep retrying this long past the challenge's expiry, so that a payment
+    # made just before expiry is not lost while it gathers confirmations.
+    grace_seconds: int = Field(default=120, ge=0)
+    clock_skew: int = Field(default=60, ge=0)
+
+
+class StoreSettings(_Section):
+    # A used transaction must stay claimed as long as any challenge could still accept it; the
+    # verifier refuses a value shorter than the longest offer's window (see Settings).
+    used_tx_retention: int = Field(default=30 * 86400, ge=3600)
+    receipt_retention: int = Field(default=7 * 86400, ge=3600)
+    stream_maxlen: int = Field(default=1_000_000, ge=1000)
+    prefix: str = Field(default="x402", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+class GateSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8402, ge=0, le=65535)
+    settle_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Base URL the routes are offered under (the resource url); defaults to the request's.
+    public_url: str | None = None
+    upstream_timeout: float = Field(default=30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="X402_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "x402:verify"
+    challenge: ChallengeSettings = ChallengeSettings()
+    worker: WorkerSettings = WorkerSettings()
+    store: StoreSettings = StoreSettings()
+    gate: GateSettings = GateSettings()
+    networks: dict[str, NetworkSettings] = Field(default_factory=dict)
+    assets: list[AssetSettings] = Field(default_factory=list)
+    routes: list[RouteSettings] = Field(default_factory=list)
+
+    _toml_path: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, v: dict[str, NetworkSettings]) -> dict[str, NetworkSettings]:
+        return {normalize_network(k): n for k, n in v.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        longest = max((a.max_timeout_seconds for r in self.routes for a in r.accepts), default=600)
+        window = longest + self.worker.grace_seconds + 2 * self.worker.clock_skew
+        if self.store.used_tx_retention < window:
+            raise ValueError(
+                f"store.used_tx_retention ({self.store.used_tx_retention}s) is shorter than the "
+                f"longest acceptance window ({window}s): a used transaction could be redeemed again"
+            )
+        for route in self.routes:
+            for accept in route.accepts:
+                if accept.network not in self.networks:
+                    raise ValueError(
+                        f"route {route.path} offers {accept.network}, which has no [networks] entry"
+                    )
+        return self
+
+    def asset_registry(self) -> AssetRegistry:
+        return AssetRegistry(
+            [AssetInfo(a.network, a.symbol, a.asset, a.decimals) for a in self.assets]
+        )
+
+    def network(self, network: str) -> NetworkSettings:
+        try:
+            return self.networks[network]
+        except KeyError:
+            raise ConfigError(f"network {network} is not configured") from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the configuration once: ``path``, else ``$X402_CONFIG``, else environment alone."""
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV)
+    toml_path = Path(chosen) if chosen else None
+    if toml_path is not None and not toml_path.is_file():
+        raise ConfigError(f"configuration file {toml_path} does not exist")
+    Settings._toml_path = toml_path
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid configuration{f' in {toml_path}' if toml_path else ''}:\n{exc}"
+        ) from exc
+    finally:
+        Settings._toml_path = None
+    if not settings.challenge.keys:
+        raise ConfigError(
+            "no challenge keys: set [challenge.keys] (at least 32 random characters each), "
+            'e.g. X402_CHALLENGE__KEYS=\'{"k1": "<openssl rand -hex 32>"}\''
+        )
+    return settings
+
+
+def parse_price(price: str, decimals: int) -> int:
+    """A decimal price in whole tokens as exact base units; refuses sub-unit precision."""
+    try:
+        value = Decimal(price)
+    except InvalidOperation as exc:
+        raise ConfigError(f"price {price!r} is not a decimal number") from exc
+    units = value.scaleb(decimals)
+    if not value.is_finite() or units <= 0 or units != units.to_integral_value():
+        raise ConfigError(f"price {price!r} is not a positive multiple of 10^-{decimals}")
+    return int(units)

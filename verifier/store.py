@@ -1,0 +1,180 @@
+"""Redis keys, the atomic claim, receipts and the outcome notification.
+
+Every key the project writes is built here (``Keys``). Rule 2 of the design lives in one Lua
+script: claiming the consumption key and the nonce, writing the receipt, appending it to the
+receipts stream and publishing the outcome happen in one atomic step, so two workers that verify
+the same payment at the same time produce exactly one receipt.
+
+Retention: the claim of a transaction (``used``) and its receipt live ``store.used_tx_retention``
+seconds (default 30 days, and never less than the longest window in which a challenge could still
+accept that transaction); outcomes by job and the nonce claim live ``store.receipt_retention``
+seconds (default 7 days), so the same proof sent again within that time gets the same answer.
+The claim spans several keys, so the store needs one Redis primary (replicas and Sentinel are
+fine), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from verifier.models import Failure, Receipt
+from verifier.settings import StoreSettings
+
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner then
+  if owner == ARGV[1] then
+    local receipt = redis.call('GET', KEYS[3])
+    if receipt then
+      redis.call('SET', KEYS[4], receipt, 'EX', ARGV[6])
+      redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. receipt)
+      return {'same', receipt}
+    end
+  end
+  return {'tx_used', owner}
+end
+local nonce_tx = redis.call('GET', KEYS[2])
+if nonce_tx then
+  return {'nonce_used', nonce_tx}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5])
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[6])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'receipt', ARGV[3])
+redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. ARGV[3])
+return {'new', ARGV[3]}
+"""
+
+
+def job_key(nonce: str, tx_ref: str) -> str:
+    """Deterministic id of the verification of one proof: the same proof attaches to one job."""
+    return hashlib.sha256(f"{nonce}\n{tx_ref}".encode()).hexdigest()[:40]
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.stream = f"{prefix}:receipts"
+        self.channel = f"{prefix}:outcomes"
+
+    def used(self, consumption_key: str) -> str:
+        return f"{self.prefix}:used:{consumption_key}"
+
+    def nonce(self, nonce: str) -> str:
+        return f"{self.prefix}:nonce:{nonce}"
+
+    def receipt(self, consumption_key: str) -> str:
+        return f"{self.prefix}:receipt:{consumption_key}"
+
+    def outcome(self, job: str) -> str:
+        return f"{self.prefix}:outcome:{job}"
+
+    def pending(self, job: str) -> str:
+        return f"{self.prefix}:pending:{job}"
+
+
+class ClaimStatus(StrEnum):
+    NEW = "new"  # this proof consumed the transaction now
+    SAME = "same"  # it already had: the same receipt again
+    TX_USED = "tx_used"  # another nonce consumed this transaction
+    NONCE_USED = "nonce_used"  # this nonce was consumed by another transaction
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    status: ClaimStatus
+    receipt: Receipt | None
+
+
+def parse_outcome(raw: bytes | str) -> Receipt | Failure:
+    data: dict[str, Any] = orjson.loads(raw)
+    if data.get("success") is True:
+        return Receipt.model_validate(data)
+    return Failure.model_validate(data)
+
+
+def dump(model: Receipt | Failure) -> bytes:
+    return model.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+class Store:
+    """The verifier's state in Redis. Cheap to build; share one per process."""
+
+    def __init__(self, redis: Redis, settings: StoreSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self._claim = redis.register_script(_CLAIM)
+
+    async def claim(
+        self, *, nonce: str, consumption_key: str, job: str, receipt: Receipt, nonce_ttl: int
+    ) -> ClaimResult:
+        """Atomically consume ``nonce`` and the transaction, store and announce the receipt."""
+        k = self.keys
+        status, value = await self._claim(
+            keys=[
+                k.used(consumption_key),
+                k.nonce(nonce),
+                k.receipt(consumption_key),
+                k.outcome(job),
+                k.stream,
+            ],
+            args=[
+                nonce,
+                consumption_key,
+                dump(receipt),
+                self.settings.used_tx_retention,
+                max(nonce_ttl, self.settings.receipt_retention),
+                self.settings.receipt_retention,
+                k.channel,
+                job,
+                self.settings.stream_maxlen,
+            ],
+        )
+        st = ClaimStatus(status.decode() if isinstance(status, bytes) else status)
+        if st in (ClaimStatus.NEW, ClaimStatus.SAME):
+            stored = parse_outcome(value)
+            assert isinstance(stored, Receipt)
+            return ClaimResult(st, stored)
+        return ClaimResult(st, None)
+
+    async def record_failure(self, job: str, outcome: Failure, ttl: int) -> None:
+        """Store a final failure for this proof and announce it."""
+        raw = dump(outcome)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.outcome(job), raw, ex=max(ttl, 60))
+            pipe.delete(self.keys.pending(job))
+            pipe.publish(self.keys.channel, job.encode() + b"\n" + raw)
+            await pipe.execute()
+
+    async def record_pending(self, job: str, outcome: Failure, ttl: int) -> None:
+        """Remember why the proof is still pending, for a gate that stops waiting."""
+        await self.redis.set(self.keys.pending(job), dump(outcome), ex=max(ttl, 60))
+
+    async def outcome(self, job: str) -> Receipt | Failure | None:
+        raw = await self.redis.get(self.keys.outcome(job))
+        return None if raw is None else parse_outcome(raw)
+
+    async def pending(self, job: str) -> Failure | None:
+        raw = await self.redis.get(self.keys.pending(job))
+        if raw is None:
+            return None
+        found = parse_outcome(raw)
+        return found if isinstance(found, Failure) else None
+
+    async def receipts(self, count: int = 100) -> list[Receipt]:
+        """The latest receipts from the stream, newest first (operations and audits)."""
+        rows = await self.redis.xrevrange(self.keys.stream, count=count)
+        out = []
+        for _id, fields in rows:
+            parsed = parse_outcome(fields[b"receipt"])
+            if isinstance(parsed, Receipt):
+                out.append(parsed)
+        return out

@@ -1,0 +1,95 @@
+"""arq worker settings: JSON jobs, adapters started once per process, tuned for I/O-bound work.
+
+``x402-verifier worker --config FILE`` runs ``run_worker(settings)``. Run as many processes, on as
+many machines, as the load needs, against the same Redis: a worker holds no state another worker
+needs, and a job whose worker dies is picked up again after ``worker.job_timeout`` + 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker, func
+
+from verifier.adapter import ChainAdapter
+from verifier.challenge import ChallengeSigner
+from verifier.jobs import Verifier, verify_payment
+from verifier.registry import build_adapters
+from verifier.settings import Settings
+from verifier.store import Store
+
+log = logging.getLogger(__name__)
+# Our deadline (challenge expiry + grace) bounds retries, not a count.
+MAX_TRIES = 100_000
+
+
+def json_dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def json_loads(raw: bytes) -> Any:
+    return orjson.loads(raw)
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+async def start_adapters(adapters: dict[str, ChainAdapter]) -> None:
+    started: list[ChainAdapter] = []
+    try:
+        for adapter in adapters.values():
+            await adapter.start()
+            started.append(adapter)
+    except BaseException:
+        await asyncio.gather(*(a.close() for a in started), return_exceptions=True)
+        raise
+
+
+def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
+    """An arq ``Worker`` for ``settings``; ``overrides`` go straight to arq (tests, bench)."""
+    adapters = build_adapters(settings)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        await start_adapters(adapters)
+        redis: ArqRedis = ctx["redis"]
+        ctx["verifier"] = Verifier(
+            settings,
+            ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active),
+            adapters,
+            Store(redis, settings.store),
+        )
+        log.info("worker ready for %s", ", ".join(adapters) or "no networks")
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await asyncio.gather(*(a.close() for a in adapters.values()), return_exceptions=True)
+
+    w = settings.worker
+    options: dict[str, Any] = {
+        "functions": [func(verify_payment, name="verify_payment", max_tries=MAX_TRIES)],
+        "queue_name": settings.queue_name,
+        "redis_settings": redis_settings(settings),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": w.max_jobs,
+        "poll_delay": w.poll_delay,
+        "queue_read_limit": w.queue_read_limit,
+        "job_timeout": w.job_timeout,
+        "max_tries": MAX_TRIES,
+        "keep_result": 60,
+        "retry_jobs": True,
+        "job_serializer": json_dumps,
+        "job_deserializer": json_loads,
+        "burst": burst,
+    }
+    options.update(overrides)
+    return Worker(**options)
+
+
+def run_worker(settings: Settings) -> None:
+    worker = make_worker(settings)
+    worker.run()
