@@ -18,6 +18,7 @@ Per verification: one batched request for the transaction and its receipt, the h
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, ClassVar, TypedDict
 
@@ -41,6 +42,7 @@ from verifier.adapter import (
 from verifier.assets import NATIVE
 from verifier.settings import NetworkSettings
 
+log = logging.getLogger(__name__)
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 EIP1271_MAGIC = bytes.fromhex("1626ba7e")
 _SELECTOR_1271 = keccak(text="isValidSignature(bytes32,bytes)")[:4]
@@ -144,16 +146,32 @@ class EVMAdapter:
         return cls(network, config)
 
     async def start(self) -> None:
+        """Pin every reachable endpoint to the configured chain id; refuse to start on a mismatch.
+
+        An endpoint that does not answer now is pinned on its first use instead.
+        """
         if self.rpc is None:
-            self.rpc = JsonRpcClient(self.config.rpc_urls, timeout=self.config.rpc_timeout)
-        for url in self.config.rpc_urls:  # every endpoint must serve this chain
-            single = JsonRpcClient([url], timeout=self.config.rpc_timeout)
+            self.rpc = JsonRpcClient(
+                self.config.rpc_urls, timeout=self.config.rpc_timeout, pin=self._pin
+            )
+        for url in self.config.rpc_urls:
             try:
-                served = _int(await single.call("eth_chainId", []), "eth_chainId")
-            finally:
-                await single.aclose()
-            if served != self.chain_id:
-                raise WrongChain(f"{url} serves chain {served}, configured {self.network}")
+                await self.rpc.pin_url(url)
+            except RpcUnavailable as exc:
+                log.warning(
+                    "%s: %s is unreachable at start; it is checked on first use (%s)",
+                    self.network,
+                    url,
+                    exc,
+                )
+            except WrongChain:
+                await self.close()
+                raise
+
+    async def _pin(self, url: str) -> None:
+        served = _int(await self._client().call_url(url, "eth_chainId", []), "eth_chainId")
+        if served != self.chain_id:
+            raise WrongChain(f"{url} serves chain {served}, configured {self.network}")
 
     async def close(self) -> None:
         if self.rpc is not None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-from verifier.adapter import RpcUnavailable
+from verifier.adapter import RpcUnavailable, WrongChain
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RpcError(RpcUnavailable):
@@ -35,7 +37,9 @@ class JsonRpcClient:
     """JSON-RPC over one pooled ``httpx.AsyncClient`` and an ordered list of URLs.
 
     The first URL that works is kept as preferred; when it fails, the next one is tried within
-    the same call, and the preferred URL moves on.
+    the same call, and the preferred URL moves on. ``pin(url)``, when given, is awaited once per
+    URL before its first use and raises ``WrongChain`` if that URL serves another network: such a
+    URL is never used (rule 8 holds for endpoints that were down when the worker started).
     """
 
     def __init__(
@@ -44,11 +48,15 @@ class JsonRpcClient:
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        pin: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC url is needed")
         self.urls = list(urls)
         self._preferred = 0
+        self._pin = pin
+        self._pinned: set[str] = set()
+        self._wrong: set[str] = set()
         self._ids = itertools.count(1)
         self._client = httpx.AsyncClient(
             timeout=timeout,
@@ -60,6 +68,24 @@ class JsonRpcClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def pin_url(self, url: str) -> None:
+        """Check ``url`` with the pin callback now; ``WrongChain`` and ``RpcUnavailable`` pass."""
+        if self._pin is not None and url not in self._pinned:
+            try:
+                await self._pin(url)
+            except WrongChain:
+                self._wrong.add(url)
+                raise
+            self._pinned.add(url)
+
+    async def call_url(self, url: str, method: str, params: list[Any]) -> Any:
+        """One call to one URL, no failover (network pinning, diagnostics)."""
+        i = next(self._ids)
+        reply = await self._post(
+            url, {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+        )
+        return self._unpack(reply, [i], [(method, params)])[0]
 
     async def call(self, method: str, params: list[Any]) -> Any:
         (result,) = await self.batch([(method, params)])
@@ -77,11 +103,19 @@ class JsonRpcClient:
         last: Exception | None = None
         for offset in range(len(self.urls)):
             index = (self._preferred + offset) % len(self.urls)
+            url = self.urls[index]
+            if url in self._wrong:
+                continue
             try:
-                replies = await self._post(self.urls[index], body)
+                await self.pin_url(url)
+                replies = await self._post(url, body)
                 results = self._unpack(replies, ids, calls)
             except RpcUnavailable as exc:
                 last = exc
+                continue
+            except WrongChain as exc:
+                log.error("RPC url skipped for good: %s", exc)
+                last = RpcUnavailable(str(exc))
                 continue
             self._preferred = index
             return results

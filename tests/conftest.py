@@ -5,23 +5,17 @@ The EVM fixtures (a real anvil node with the test token deployed) live in ``evm_
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from devchain.redis_server import RedisNotFound, RedisServer
-from verifier.gate import Gate
+from tests.support import KEY, SettingsFactory
 from verifier.settings import Settings
-from verifier.worker import make_worker
 
-pytest_plugins: list[str] = []
-
-KEY = "test-key-0123456789abcdef0123456789abcdef"
-
+pytest_plugins = ["tests.evm_fixtures"]
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
@@ -39,9 +33,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.flushdb()
     yield client
     await client.aclose()
-
-
-SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
@@ -71,28 +62,3 @@ def make_settings(redis_server: RedisServer) -> SettingsFactory:
     return factory
 
 
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
-    """An arq worker in this event loop, stopped (and its adapters closed) on exit."""
-    worker = make_worker(settings, handle_signals=False, **overrides)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        # Let jobs in flight finish (arq writes their results), then stop polling and close.
-        worker.allow_pick_jobs = False
-        await asyncio.wait(list(worker.tasks.values()) or [asyncio.sleep(0)], timeout=10)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.close()
-
-
-@contextlib.asynccontextmanager
-async def connected_gate(settings: Settings) -> AsyncIterator[Gate]:
-    gate = await Gate.connect(settings)
-    try:
-        yield gate
-    finally:
-        await gate.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SettingsFactory, connected_gate, running_worker
+from tests.support import SettingsFactory, connected_gate, running_worker
 from verifier.errors import ConfigError, PluginError
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt, ResourceInfo
 from verifier.settings import AcceptSettings

@@ -68,7 +68,9 @@ async def _verify(settings: Settings, header: str, resource: str) -> int:
         signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
         verifier = Verifier(settings, signer, adapters)
         job = VerifyJob(
-            proof=proof, resource=resource, job=job_key(proof.payload.nonce, proof.payload.tx_hash)
+            proof=proof,
+            resource=resource,
+            job=job_key(proof.payload.nonce, proof.payload.tx_hash, proof.payload.signature),
         )
         step = await verifier.attempt(job)
     finally:

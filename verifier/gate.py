@@ -258,7 +258,7 @@ class Gate:
             proof = decode_payment_payload(proof_header)
         except InvalidProof as exc:
             return failure(ReasonCode.INVALID_PAYLOAD, str(exc))
-        job = job_key(proof.payload.nonce, proof.payload.tx_hash)
+        job = job_key(proof.payload.nonce, proof.payload.tx_hash, proof.payload.signature)
         timeout = self.settings.gate.settle_timeout if timeout is None else timeout
         with self._listener.waiting(job) as fut:
             known = await self.store.outcome(job)

@@ -8,6 +8,7 @@ deadline is the challenge's expiry plus ``worker.grace_seconds``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -93,13 +94,19 @@ class Verifier:
                 expires_at=challenge.expires_at,
                 clock_skew=self.settings.worker.clock_skew,
             )
-            obs = await adapter.observe(Query(txid, asset, pay_to, expect.min_confirmations))
-            signature_ok = False
-            if proof.payload.signature and wants_signature(obs, expect):
-                message = proof_message(network, challenge.nonce, obs.txid)
-                signature_ok = await adapter.verify_payer_signature(
-                    obs, message, proof.payload.signature
-                )
+            # Chain I/O gets most of arq's job timeout: a slow node becomes a transient outcome
+            # that we retry, never an arq timeout that would end the job without an answer.
+            async with asyncio.timeout(self.settings.worker.job_timeout * 0.8):
+                obs = await adapter.observe(Query(txid, asset, pay_to, expect.min_confirmations))
+                signature_ok = False
+                if proof.payload.signature and wants_signature(obs, expect):
+                    message = proof_message(network, challenge.nonce, obs.txid)
+                    signature_ok = await adapter.verify_payer_signature(
+                        obs, message, proof.payload.signature
+                    )
+        except TimeoutError:
+            note = "the chain did not answer within the job's time budget"
+            return Step(failure(ReasonCode.RPC_UNAVAILABLE, note, **fail), retry=True)
         except TransientError as exc:
             return Step(failure(exc.reason, str(exc), **fail), retry=True)
         except FinalError as exc:

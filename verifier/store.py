@@ -53,9 +53,13 @@ return {'new', ARGV[3]}
 """
 
 
-def job_key(nonce: str, tx_ref: str) -> str:
-    """Deterministic id of the verification of one proof: the same proof attaches to one job."""
-    return hashlib.sha256(f"{nonce}\n{tx_ref}".encode()).hexdigest()[:40]
+def job_key(nonce: str, tx_ref: str, signature: str | None = None) -> str:
+    """Deterministic id of the verification of one proof: the same proof attaches to one job.
+
+    The signature is part of it: a proof that adds a payer signature after an unsigned one was
+    refused for ``binding_missing`` is a different proof and gets its own verification.
+    """
+    return hashlib.sha256(f"{nonce}\n{tx_ref}\n{signature or ''}".encode()).hexdigest()[:40]
 
 
 class Keys:

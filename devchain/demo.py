@@ -1,0 +1,248 @@
+"""``x402-verifier demo``: the whole system on this machine, with nothing running beforehand.
+
+It starts a throwaway Redis and a local anvil chain with a USDC-like token, writes a configuration,
+starts ``x402-verifier gate`` and a pool of ``x402-verifier worker`` processes, then behaves as a
+paying client over real HTTP: unpaid request, 402, on-chain payment, proof, 200 with a receipt. It
+also replays a proof, reuses a transaction for a new challenge and underpays, and shows that each
+is answered correctly. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain
+from devchain.redis_server import RedisServer, free_port
+
+NETWORK = "eip155:31337"
+PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]
+SHOP = ANVIL_ACCOUNTS[9]
+ROUTES = [("/weather", "0.01"), ("/report", "0.25"), ("/dataset", "1.50")]
+
+
+def _config(redis_url: str, rpc: str, token: str, port: int) -> str:
+    routes = "\n".join(
+        f"""
+[[routes]]
+path = "{path}"
+description = "demo resource {path}"
+body = '{{"resource": "{path}", "paid": true}}'
+[[routes.accepts]]
+network = "{NETWORK}"
+asset = "USDC"
+pay_to = "{SHOP}"
+price = "{price}"
+"""
+        for path, price in ROUTES
+    )
+    return f"""
+redis_url = "{redis_url}"
+
+[challenge]
+active = "demo"
+keys = {{ demo = "{secrets.token_hex(32)}" }}
+
+[gate]
+port = {port}
+settle_timeout = 15
+
+[worker]
+poll_delay = 0.01
+
+[networks."{NETWORK}"]
+rpc_urls = ["{rpc}"]
+min_confirmations = 1
+head_cache_seconds = 0.2
+
+[[assets]]
+network = "{NETWORK}"
+symbol = "USDC"
+asset = "{token}"
+decimals = 6
+{routes}
+"""
+
+
+def _b64json(value: str) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(base64.b64decode(value))
+    return data
+
+
+def _proof(accept: dict[str, Any], tx: str, signature: str | None = None) -> str:
+    payload: dict[str, Any] = {"nonce": accept["extra"]["nonce"], "txHash": tx}
+    if signature:
+        payload["signature"] = signature
+    body = {"x402Version": 2, "accepted": accept, "payload": payload}
+    return base64.b64encode(orjson.dumps(body)).decode()
+
+
+def _sign(accept: dict[str, Any], tx: str) -> str:
+    message = (
+        f"x402 onchain-proof\nnetwork: {NETWORK}\nnonce: {accept['extra']['nonce']}\n"
+        f"transaction: {tx.lower()}"
+    ).encode()
+    signed = Account.sign_message(encode_defunct(primitive=message), private_key=PAYER_KEY)
+    return "0x" + bytes(signed.signature).hex()
+
+
+@contextmanager
+def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gate exited:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the gate did not come up")
+
+
+class Client:
+    """A paying client, as an agent would be: GET, read the 402, pay on-chain, send the proof."""
+
+    def __init__(self, base: str, chain: DevChain, token: str) -> None:
+        self.http = httpx.Client(base_url=base, timeout=30)
+        self.chain = chain
+        self.token = token
+        self.latencies: list[float] = []
+
+    def offer(self, path: str) -> dict[str, Any]:
+        unpaid = self.http.get(path)
+        assert unpaid.status_code == 402, unpaid.text
+        accept: dict[str, Any] = _b64json(unpaid.headers["PAYMENT-REQUIRED"])["accepts"][0]
+        return accept
+
+    def pay(self, accept: dict[str, Any], amount: int | None = None) -> str:
+        return self.chain.token_transfer(
+            self.token,
+            PAYER,
+            accept["payTo"],
+            int(accept["amount"]) if amount is None else amount,
+            suffix=bytes.fromhex(accept["extra"]["memo"]),
+        )
+
+    def send(self, path: str, proof: str) -> tuple[int, dict[str, Any], str]:
+        start = time.perf_counter()
+        reply = self.http.get(path, headers={"PAYMENT-SIGNATURE": proof})
+        self.latencies.append(time.perf_counter() - start)
+        return reply.status_code, _b64json(reply.headers["PAYMENT-RESPONSE"]), reply.text
+
+
+def _show(label: str, status: int, outcome: dict[str, Any]) -> None:
+    if outcome.get("success"):
+        ext = outcome["extensions"]["onchain-proof"]
+        print(
+            f"  {label:<34} {status}  paid {ext['paidAmount']:>8} by {outcome['payer'][:10]}…  "
+            f"tx {outcome['transaction'][:12]}…  block {ext['blockRef'].split(':')[0]}"
+        )
+    else:
+        print(f"  {label:<34} {status}  {outcome['errorReason']}: {outcome['errorMessage']}")
+
+
+def run_demo(workers: int = 2) -> int:
+    failures: list[str] = []
+
+    def expect(what: str, ok: bool) -> None:
+        if not ok:
+            failures.append(what)
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="x402-demo-") as tmp:
+        work = Path(tmp)
+        print("starting Redis and anvil…")
+        redis = stack.enter_context(RedisServer())
+        node = Anvil()
+        node.start()
+        stack.callback(node.stop)
+        chain = DevChain(node.url)
+        token = chain.deploy_token()
+        chain.mint(token, PAYER, 1_000 * 10**6)
+        port = free_port()
+        config = work / "verifier.toml"
+        config.write_text(_config(redis.url, node.url, token, port))
+        cli = [sys.executable, "-m", "verifier.cli"]
+        print(f"starting the gate on :{port} and {workers} workers (logs in {work})…")
+        gate = stack.enter_context(_process([*cli, "gate", "--config", str(config)], work / "gate.log"))
+        for i in range(workers):
+            stack.enter_context(
+                _process([*cli, "worker", "--config", str(config)], work / f"worker{i}.log")
+            )
+        _wait_http(f"http://127.0.0.1:{port}/healthz", gate, work / "gate.log")
+
+        client = Client(f"http://127.0.0.1:{port}", chain, token)
+        receipts: list[dict[str, Any]] = []
+        print("\npaying for resources (402 -> pay on-chain -> proof -> 200):")
+        first: tuple[str, dict[str, Any], str] | None = None
+        for path, price in ROUTES:
+            accept = client.offer(path)
+            tx = client.pay(accept)
+            status, outcome, _ = client.send(path, _proof(accept, tx))
+            _show(f"GET {path} ({price} USDC)", status, outcome)
+            expect(f"{path} paid", status == 200 and outcome.get("success") is True)
+            receipts.append(outcome)
+            first = first or (path, accept, tx)
+
+        assert first is not None
+        path, accept, tx = first
+        print("\nreplays and mistakes:")
+        status, outcome, _ = client.send(path, _proof(accept, tx))
+        _show("same proof again (idempotent)", status, outcome)
+        expect("replay returns the same receipt", status == 200 and outcome == receipts[0])
+        fresh = client.offer(path)
+        status, outcome, _ = client.send(path, _proof(fresh, tx, _sign(fresh, tx)))
+        _show("old tx for a new challenge", status, outcome)
+        expect("old tx refused", status == 402 and outcome.get("errorReason") == "tx_already_used")
+        cheap = client.offer("/report")
+        status, outcome, _ = client.send("/report", _proof(cheap, client.pay(cheap, 1)))
+        _show("underpayment (0.000001 USDC)", status, outcome)
+        expect("underpayment refused", status == 402 and outcome.get("errorReason") == "amount_too_low")
+
+        print("\nreceipts:")
+        for receipt in receipts:
+            print("  " + orjson.dumps(receipt).decode())
+        lat = sorted(client.latencies)
+        print(
+            f"\nproof -> answer latency over {len(lat)} requests: min {lat[0] * 1000:.0f} ms, "
+            f"median {statistics.median(lat) * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms"
+        )
+        print("stopping everything…")
+    if failures:
+        print("DEMO FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    print("demo finished: every payment verified, every replay and underpayment refused.")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(run_demo())
