@@ -192,7 +192,9 @@ def run_demo(workers: int = 2) -> int:
         config.write_text(_config(redis.url, node.url, token, port))
         cli = [sys.executable, "-m", "verifier.cli"]
         print(f"starting the gate on :{port} and {workers} workers (logs in {work})…")
-        gate = stack.enter_context(_process([*cli, "gate", "--config", str(config)], work / "gate.log"))
+        gate = stack.enter_context(
+            _process([*cli, "gate", "--config", str(config)], work / "gate.log")
+        )
         for i in range(workers):
             stack.enter_context(
                 _process([*cli, "worker", "--config", str(config)], work / f"worker{i}.log")
@@ -225,7 +227,9 @@ def run_demo(workers: int = 2) -> int:
         cheap = client.offer("/report")
         status, outcome, _ = client.send("/report", _proof(cheap, client.pay(cheap, 1)))
         _show("underpayment (0.000001 USDC)", status, outcome)
-        expect("underpayment refused", status == 402 and outcome.get("errorReason") == "amount_too_low")
+        expect(
+            "underpayment refused", status == 402 and outcome.get("errorReason") == "amount_too_low"
+        )
 
         print("\nreceipts:")
         for receipt in receipts:

@@ -17,6 +17,7 @@ from verifier.settings import Settings
 
 pytest_plugins = ["tests.evm_fixtures"]
 
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     try:
@@ -60,5 +61,3 @@ def make_settings(redis_server: RedisServer) -> SettingsFactory:
         return Settings(**base)
 
     return factory
-
-

@@ -85,16 +85,26 @@ class Shop:
         signed = Account.sign_message(encode_defunct(primitive=message), private_key=key)
         return "0x" + bytes(signed.signature).hex()
 
-    def pay(self, accept: Accept, amount: int | None = None, *, memo: bool = True,
-            token: str | None = None, to: str | None = None) -> str:
+    def pay(
+        self,
+        accept: Accept,
+        amount: int | None = None,
+        *,
+        memo: bool = True,
+        token: str | None = None,
+        to: str | None = None,
+    ) -> str:
         suffix = bytes.fromhex(accept.extra.memo) if memo else b""
         return self.env.chain.token_transfer(
-            token or self.env.token, PAYER, to or accept.pay_to,
-            int(accept.amount) if amount is None else amount, suffix=suffix,
+            token or self.env.token,
+            PAYER,
+            to or accept.pay_to,
+            int(accept.amount) if amount is None else amount,
+            suffix=suffix,
         )
 
-    async def settle(self, header: str, offers: list[Offer], timeout: float = 10) -> Receipt | Failure:
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=timeout)
+    async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
+        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ async def serve(app: Any) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
         await asyncio.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -50,13 +50,18 @@ async def upstream_echo(request: Request) -> JSONResponse:
 
 
 @pytest.fixture
-async def http_gate(
-    evm: EvmEnv, make_settings: SettingsFactory, redis: Any
-) -> AsyncIterator[str]:
+async def http_gate(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> AsyncIterator[str]:
     upstream = Starlette(routes=[Route("/data", upstream_echo, methods=["GET", "POST"])])
     async with serve(upstream) as up:
-        accepts = [{"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "price": "0.10",
-                    "min_confirmations": 1}]
+        accepts = [
+            {
+                "network": NETWORK,
+                "asset": "USDC",
+                "pay_to": PAYEE,
+                "price": "0.10",
+                "min_confirmations": 1,
+            }
+        ]
         settings = make_settings(
             networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
             assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
@@ -70,15 +75,24 @@ async def http_gate(
             yield url
 
 
-async def pay_for(client: httpx.AsyncClient, url: str, chain: Any, token: str,
-                  amount: int | None = None, v1: bool = False) -> httpx.Response:
+async def pay_for(
+    client: httpx.AsyncClient,
+    url: str,
+    chain: Any,
+    token: str,
+    amount: int | None = None,
+    v1: bool = False,
+) -> httpx.Response:
     first = await client.get(url)
     assert first.status_code == 402
     required = decode_payment_required(first.headers["PAYMENT-REQUIRED"])
     assert required.model_dump(by_alias=True, exclude_none=True) == first.json()
     accept = required.accepts[0]
     tx = chain.token_transfer(
-        token, PAYER, PAYEE, int(accept.amount) if amount is None else amount,
+        token,
+        PAYER,
+        PAYEE,
+        int(accept.amount) if amount is None else amount,
         suffix=bytes.fromhex(accept.extra.memo),
     )
     proof = encode_json(
@@ -110,9 +124,7 @@ async def test_v1_header_is_accepted(http_gate: str, evm: EvmEnv) -> None:
         assert paid.status_code == 200
 
 
-async def test_underpayment_gets_failure_and_fresh_challenge(
-    http_gate: str, evm: EvmEnv
-) -> None:
+async def test_underpayment_gets_failure_and_fresh_challenge(http_gate: str, evm: EvmEnv) -> None:
     url = http_gate
     async with httpx.AsyncClient(timeout=20) as client:
         refused = await pay_for(client, f"{url}/report", evm.chain, evm.token, amount=5)
@@ -123,16 +135,17 @@ async def test_underpayment_gets_failure_and_fresh_challenge(
         assert fresh.error == "amount_too_low" and fresh.accepts[0].extra.nonce
 
 
-async def test_pending_proof_answers_402_with_retry_after(
-    http_gate: str, evm: EvmEnv
-) -> None:
+async def test_pending_proof_answers_402_with_retry_after(http_gate: str, evm: EvmEnv) -> None:
     url = http_gate
     async with httpx.AsyncClient(timeout=20) as client:
         first = await client.get(f"{url}/report")
         accept = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).accepts[0]
-        proof = encode_json(PaymentPayload(
-            accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash="0x" + "77" * 32)
-        ))
+        proof = encode_json(
+            PaymentPayload(
+                accepted=accept,
+                payload=ProofBody(nonce=accept.extra.nonce, txHash="0x" + "77" * 32),
+            )
+        )
         pending = await client.get(f"{url}/report", headers={"PAYMENT-SIGNATURE": proof})
         assert pending.status_code == 402 and pending.headers["Retry-After"] == "2"
         fail = decode_payment_response(pending.headers["PAYMENT-RESPONSE"])

@@ -42,7 +42,9 @@ def test_usdt_on_ton_and_native_coins() -> None:
 
 
 def test_evm_lookup_by_id_ignores_case_and_overrides_win() -> None:
-    reg = AssetRegistry([AssetInfo("eip155:31337", "USDC", "0xAbC0000000000000000000000000000000000001", 6)])
+    reg = AssetRegistry(
+        [AssetInfo("eip155:31337", "USDC", "0xAbC0000000000000000000000000000000000001", 6)]
+    )
     assert reg.find("eip155:31337", "0xabc0000000000000000000000000000000000001") is not None
     over = AssetRegistry([AssetInfo("eip155:8453", "USDC", "0x" + "11" * 20, 6)])
     assert over.resolve("eip155:8453", "USDC").asset == "0x" + "11" * 20
@@ -61,8 +63,14 @@ def test_networks() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "decimals", "text"),
-    [(100000, 6, "0.10"), (1, 6, "0.000001"), (0, 6, "0.00"), (15, 1, "1.5"), (7, 0, "7"),
-     (10**18, 18, "1.00")],
+    [
+        (100000, 6, "0.10"),
+        (1, 6, "0.000001"),
+        (0, 6, "0.00"),
+        (15, 1, "1.5"),
+        (7, 0, "7"),
+        (10**18, 18, "1.00"),
+    ],
 )
 def test_format_amount(amount: int, decimals: int, text: str) -> None:
     assert format_amount(amount, decimals) == text

@@ -60,7 +60,14 @@ def test_forged_and_malformed_nonces() -> None:
     flipped = head + "." + ("A" if mac[0] != "A" else "B") + mac[1:]
     other = ChallengeSigner({"k1": b"q" * 32}, "k1").issue(TERMS).nonce
     longer = head.replace(".600.", ".").split(".")
-    for bad in [flipped, other, "garbage", ch.nonce + "x", "n1.k9" + ch.nonce[5:], ".".join(longer)]:
+    for bad in [
+        flipped,
+        other,
+        "garbage",
+        ch.nonce + "x",
+        "n1.k9" + ch.nonce[5:],
+        ".".join(longer),
+    ]:
         with pytest.raises(FinalError) as err:
             signer.authenticate(bad, TERMS)
         assert err.value.reason is ReasonCode.NONCE_UNKNOWN

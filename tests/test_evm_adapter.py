@@ -71,9 +71,7 @@ def test_transfer_log_shapes() -> None:
     assert [(t.asset, t.amount) for t in found] == [("0xaa", 5)]
 
 
-async def test_rpc_down_then_back(
-    evm: EvmEnv, make_settings: SettingsFactory, redis: Any
-) -> None:
+async def test_rpc_down_then_back(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> None:
     with RpcProxy(evm.anvil.url) as proxy:
         settings = make_settings(
             networks={NETWORK: {"rpc_urls": [proxy.url], "head_cache_seconds": 0}},
@@ -84,11 +82,11 @@ async def test_rpc_down_then_back(
             accept, offers = shop.offer()
             tx = shop.pay(accept)
             proxy.status = 503
-            down = await shop.settle(shop.proof(accept, tx), offers, timeout=1)
+            down = await shop.settle(shop.proof(accept, tx), offers, wait=1)
             assert isinstance(down, Failure) and down.transient
             assert down.error_reason is ReasonCode.RPC_UNAVAILABLE
             proxy.status = 429
-            limited = await shop.settle(shop.proof(accept, tx), offers, timeout=0.5)
+            limited = await shop.settle(shop.proof(accept, tx), offers, wait=0.5)
             assert isinstance(limited, Failure) and limited.transient
             proxy.status = None
             back = await shop.settle(shop.proof(accept, tx), offers)

@@ -39,9 +39,7 @@ async def test_good_erc20_payment(shop: Shop) -> None:
 
 async def test_native_coin_payment(shop: Shop) -> None:
     accept, offers = shop.offer(asset="native", amount=10**15)
-    tx = shop.env.chain.native_transfer(
-        PAYER, PAYEE, 10**15, data=bytes.fromhex(accept.extra.memo)
-    )
+    tx = shop.env.chain.native_transfer(PAYER, PAYEE, 10**15, data=bytes.fromhex(accept.extra.memo))
     outcome = await shop.settle(shop.proof(accept, tx), offers)
     assert isinstance(outcome, Receipt), outcome
     assert ext(outcome)["paidAmount"] == str(10**15) and ext(outcome)["bound"]
@@ -78,7 +76,11 @@ async def test_reverted_transaction(shop: Shop) -> None:
     accept, offers = shop.offer()
     poor = shop.env.chain
     tx = poor.token_transfer(
-        shop.env.token, STRANGER, PAYEE, 10**30, suffix=bytes.fromhex(accept.extra.memo),
+        shop.env.token,
+        STRANGER,
+        PAYEE,
+        10**30,
+        suffix=bytes.fromhex(accept.extra.memo),
         gas=200_000,
     )
     assert poor.receipt(tx)["status"] == "0x0"
@@ -114,9 +116,12 @@ async def test_contract_wallet_binds_with_eip1271(shop: Shop) -> None:
     wallet = chain.deploy_wallet(PAYER)
     chain.mint(shop.env.token, wallet, 10**9)
     accept, offers = shop.offer(binding="signature")
-    call = bytes.fromhex("a9059cbb") + bytes(12) + bytes.fromhex(PAYEE[2:]) + (
-        100_000
-    ).to_bytes(32, "big")
+    call = (
+        bytes.fromhex("a9059cbb")
+        + bytes(12)
+        + bytes.fromhex(PAYEE[2:])
+        + (100_000).to_bytes(32, "big")
+    )
     tx = chain.wallet_execute(wallet, PAYER, shop.env.token, 0, call)
     outcome = await shop.settle(shop.proof(accept, tx, shop.sign(accept, tx)), offers)
     assert isinstance(outcome, Receipt), outcome
@@ -143,7 +148,7 @@ async def test_pending_until_deep_enough_then_accepted(shop: Shop) -> None:
     accept, offers = shop.offer(min_confirmations=3)
     tx = shop.pay(accept)
     header = shop.proof(accept, tx)
-    pending = await shop.settle(header, offers, timeout=0.5)
+    pending = await shop.settle(header, offers, wait=0.5)
     assert isinstance(pending, Failure) and pending.transient
     assert pending.error_reason is ReasonCode.INSUFFICIENT_CONFIRMATIONS
     shop.env.chain.mine(2)
@@ -154,7 +159,7 @@ async def test_pending_until_deep_enough_then_accepted(shop: Shop) -> None:
 
 async def test_unknown_transaction_is_pending_not_rejected(shop: Shop) -> None:
     accept, offers = shop.offer()
-    outcome = await shop.settle(shop.proof(accept, "0x" + "12" * 32), offers, timeout=0.5)
+    outcome = await shop.settle(shop.proof(accept, "0x" + "12" * 32), offers, wait=0.5)
     assert isinstance(outcome, Failure) and outcome.transient
     assert outcome.error_reason is ReasonCode.TX_NOT_FOUND
 
@@ -259,7 +264,7 @@ async def test_twenty_concurrent_submissions_of_one_proof(shop: Shop) -> None:
 
 
 async def test_resource_is_part_of_the_challenge(shop: Shop) -> None:
-    accept, offers = shop.offer()
+    accept, _ = shop.offer()
     tx = shop.pay(accept)
     outcome = await shop.gate.settle(
         shop.proof(accept, tx), resource=RESOURCE + "/premium", offers=None, timeout=5

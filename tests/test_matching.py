@@ -68,7 +68,10 @@ def test_rejections(observation: Observation, reason: ReasonCode) -> None:
 
 
 def test_shallow_reverted_tx_is_not_final_yet() -> None:
-    assert judge(obs(success=False, confirmations=1), EXP).reason is ReasonCode.INSUFFICIENT_CONFIRMATIONS
+    assert (
+        judge(obs(success=False, confirmations=1), EXP).reason
+        is ReasonCode.INSUFFICIENT_CONFIRMATIONS
+    )
 
 
 def test_clock_skew_is_tolerated() -> None:
@@ -105,8 +108,10 @@ def test_binding_policies() -> None:
     assert not wants_signature(OBS, EXP)
 
 
-@given(parts=st.lists(st.integers(min_value=1, max_value=10**30), min_size=1, max_size=8),
-       amount=st.integers(min_value=1, max_value=10**31))
+@given(
+    parts=st.lists(st.integers(min_value=1, max_value=10**30), min_size=1, max_size=8),
+    amount=st.integers(min_value=1, max_value=10**31),
+)
 def test_amount_arithmetic_is_exact(parts: list[int], amount: int) -> None:
     transfers = tuple(Transfer(TOKEN, PAYER, PAYEE, p) for p in parts)
     v = judge(obs(transfers=transfers), dataclasses.replace(EXP, amount=amount))

@@ -10,8 +10,8 @@ import pytest
 from tests.support import SettingsFactory, connected_gate, running_worker
 from verifier.errors import ConfigError, PluginError
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt, ResourceInfo
-from verifier.settings import AcceptSettings
 from verifier.registry import build_adapters, load_plugins
+from verifier.settings import AcceptSettings
 from verifier.wire import decode_payment_required, encode_json
 
 PLUGIN = '''
@@ -91,7 +91,9 @@ def test_broken_plugin_names_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     info = tmp_path / "broken_chain-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-chain\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[verifier.chains]\nbroken = broken_chain:NotAnAdapter\n")
+    (info / "entry_points.txt").write_text(
+        "[verifier.chains]\nbroken = broken_chain:NotAnAdapter\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(PluginError, match=r"'broken'.*broken-chain.*missing"):
         load_plugins()

@@ -40,7 +40,7 @@ def test_config_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("redis_urll = 'x'\n", "redis_urll"),
         ("[worker]\nmax_job = 3\n", "max_job"),
         ("[challenge]\nkeys = {}\n", "no challenge keys"),
-        ('[store]\nused_tx_retention = 3600\n[worker]\ngrace_seconds = 7200\n', "redeemed again"),
+        ("[store]\nused_tx_retention = 3600\n[worker]\ngrace_seconds = 7200\n", "redeemed again"),
         (
             '[[routes]]\npath = "/x"\nbody = "y"\n[[routes.accepts]]\nnetwork = "eip155:1"\n'
             'asset = "USDC"\npay_to = "0x1"\namount = 1\n',

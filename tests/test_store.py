@@ -7,7 +7,7 @@ import asyncio
 import orjson
 from redis.asyncio import Redis
 
-from verifier.models import Receipt, ReasonCode, failure
+from verifier.models import ReasonCode, Receipt, failure
 from verifier.settings import StoreSettings
 from verifier.store import ClaimStatus, Store, job_key
 

@@ -81,14 +81,14 @@ async def test_killed_worker_job_is_finished_by_another(
                 header = shop.proof(accept, shop.pay(accept))
                 proxy.delay = 60  # the worker's RPC calls now hang: it is mid-job
                 proxy.seen.clear()
-                pending = await shop.settle(header, offers, timeout=0.5)
+                pending = await shop.settle(header, offers, wait=0.5)
                 assert isinstance(pending, Failure) and pending.transient
                 wait_for(proxy.seen.is_set, 10, "the first worker to start the job")
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
                 proxy.delay = 0
                 second = start_worker(config)
-                outcome = await shop.settle(header, offers, timeout=40)
+                outcome = await shop.settle(header, offers, wait=40)
                 assert isinstance(outcome, Receipt), outcome
                 stream = await gate.redis.xrange(gate.store.keys.stream)
                 nonces = [orjson.loads(f[b"receipt"])["nonce"] for _, f in stream]
