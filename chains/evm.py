@@ -241,6 +241,9 @@ class EVMAdapter:
             raise NotFinal(f"{query.txid} is not in a block yet")
         number = _int(receipt.get("blockNumber"), "receipt blockNumber")
         head = await self._head()
+        if head < number:  # the shared head predates this block: read it again
+            self._heads.forget("latest")
+            head = await self._head()
         block = await self._block(number)
         if block is None or block.get("hash") != receipt.get("blockHash"):
             self._blocks.forget(number)

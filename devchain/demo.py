@@ -128,6 +128,14 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError("the gate did not come up")
 
 
+def _wait_log(log: Path, line: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while line not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"a worker did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
 class Client:
     """A paying client, as an agent would be: GET, read the 402, pay on-chain, send the proof."""
 
@@ -195,11 +203,14 @@ def run_demo(workers: int = 2) -> int:
         gate = stack.enter_context(
             _process([*cli, "gate", "--config", str(config)], work / "gate.log")
         )
-        for i in range(workers):
-            stack.enter_context(
-                _process([*cli, "worker", "--config", str(config)], work / f"worker{i}.log")
-            )
+        logs = [work / f"worker{i}.log" for i in range(workers)]
+        procs = [
+            stack.enter_context(_process([*cli, "worker", "--config", str(config)], log))
+            for log in logs
+        ]
         _wait_http(f"http://127.0.0.1:{port}/healthz", gate, work / "gate.log")
+        for proc, log in zip(procs, logs, strict=True):
+            _wait_log(log, "worker ready", proc)
 
         client = Client(f"http://127.0.0.1:{port}", chain, token)
         receipts: list[dict[str, Any]] = []

@@ -123,3 +123,14 @@ async def test_head_and_block_reads_are_shared(evm: EvmEnv) -> None:
         assert {o.block_ref for o in seen} == {seen[0].block_ref}
         assert seen[0].transfers[0].amount == 1
         await a.close()
+
+
+async def test_a_cached_head_older_than_the_block_is_read_again(evm: EvmEnv) -> None:
+    a = adapter(evm.anvil.url, head_cache_seconds=60)
+    await a.start()
+    first = evm.chain.token_transfer(evm.token, PAYER, PAYEE, 1)
+    await a.observe(Query(first.lower(), evm.token.lower(), PAYEE.lower(), 1))
+    later = evm.chain.token_transfer(evm.token, PAYER, PAYEE, 2)  # a block past the cached head
+    seen = await a.observe(Query(later.lower(), evm.token.lower(), PAYEE.lower(), 1))
+    assert seen.confirmations == 1
+    await a.close()
