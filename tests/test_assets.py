@@ -83,6 +83,11 @@ def test_price_roundtrip(amount: int, decimals: int) -> None:
 
 def test_price_refuses_sub_unit_and_garbage() -> None:
     assert parse_price("0.10", 6) == 100000
+    assert parse_price("10000000000000000000000000001", 0) == 10**28 + 1  # beyond 28 digits
+    assert (
+        parse_price("123456789012345678901234567890.123456", 6)
+        == 123456789012345678901234567890123456
+    )
     for bad in ["0.0000001", "abc", "-1", "0", "nan", "inf"]:
         with pytest.raises(ConfigError):
             parse_price(bad, 6)

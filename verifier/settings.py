@@ -9,7 +9,7 @@ start, not a silently ignored line. ``examples/config.toml`` documents each fiel
 from __future__ import annotations
 
 import os
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -234,11 +234,13 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
 def parse_price(price: str, decimals: int) -> int:
     """A decimal price in whole tokens as exact base units; refuses sub-unit precision."""
-    try:
-        value = Decimal(price)
-    except InvalidOperation as exc:
-        raise ConfigError(f"price {price!r} is not a decimal number") from exc
-    units = value.scaleb(decimals)
-    if not value.is_finite() or units <= 0 or units != units.to_integral_value():
+    # Exact arithmetic: the default 28-digit context would round large amounts silently.
+    with localcontext(prec=200, traps=[Inexact, InvalidOperation]):
+        try:
+            value = Decimal(price.strip()) if len(price) <= 100 else Decimal("nan")
+            units = value.scaleb(decimals)
+        except (InvalidOperation, Inexact) as exc:
+            raise ConfigError(f"price {price!r} is not a decimal number") from exc
+    if not units.is_finite() or units <= 0 or units != units.to_integral_value():
         raise ConfigError(f"price {price!r} is not a positive multiple of 10^-{decimals}")
     return int(units)
