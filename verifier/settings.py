@@ -235,7 +235,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 def parse_price(price: str, decimals: int) -> int:
     """A decimal price in whole tokens as exact base units; refuses sub-unit precision."""
     # Exact arithmetic: the default 28-digit context would round large amounts silently.
-    with localcontext(prec=200, traps={Inexact: True, InvalidOperation: True}):
+    with localcontext() as ctx:
+        ctx.prec = 200
+        ctx.traps[Inexact] = True
         try:
             value = Decimal(price.strip()) if len(price) <= 100 else Decimal("nan")
             units = value.scaleb(decimals)
