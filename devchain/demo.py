@@ -28,6 +28,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain
+from devchain.rails import Rail, load_rails
 from devchain.redis_server import RedisServer, free_port
 
 NETWORK = "eip155:31337"
@@ -36,7 +37,42 @@ SHOP = ANVIL_ACCOUNTS[9]
 ROUTES = [("/weather", "0.01"), ("/report", "0.25"), ("/dataset", "1.50")]
 
 
-def _config(redis_url: str, rpc: str, token: str, port: int) -> str:
+def _toml(value: Any) -> str:
+    """A TOML inline value (the demo writes only strings, numbers, lists and tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _rail_config(rails: list[Rail]) -> str:
+    parts = []
+    for rail in rails:
+        parts.append(f'[networks."{rail.network}"]')
+        parts += [f"{k} = {_toml(v)}" for k, v in rail.network_settings.items()]
+        for asset in rail.assets:
+            parts.append("[[assets]]")
+            parts += [f"{k} = {_toml(v)}" for k, v in asset.items()]
+        parts += [
+            "[[routes]]",
+            f'path = "/{rail.slug}/item"',
+            f'description = "demo resource on {rail.title}"',
+            f'body = \'{{"resource": "{rail.slug}", "paid": true}}\'',
+            "[[routes.accepts]]",
+            f'network = "{rail.network}"',
+        ]
+        parts += [f"{k} = {_toml(v)}" for k, v in rail.accept.items()]
+    return "\n".join(parts) + "\n"
+
+
+def _config(redis_url: str, rpc: str, token: str, port: int, rails: list[Rail]) -> str:
     routes = "\n".join(
         f"""
 [[routes]]
@@ -76,7 +112,7 @@ symbol = "USDC"
 asset = "{token}"
 decimals = 6
 {routes}
-"""
+{_rail_config(rails)}"""
 
 
 def _b64json(value: str) -> dict[str, Any]:
@@ -195,9 +231,10 @@ def run_demo(workers: int = 2) -> int:
         chain = DevChain(node.url)
         token = chain.deploy_token()
         chain.mint(token, PAYER, 1_000 * 10**6)
+        rails = [stack.enter_context(r) for r in load_rails()]
         port = free_port()
         config = work / "verifier.toml"
-        config.write_text(_config(redis.url, node.url, token, port))
+        config.write_text(_config(redis.url, node.url, token, port, rails))
         cli = [sys.executable, "-m", "verifier.cli"]
         print(f"starting the gate on :{port} and {workers} workers (logs in {work})…")
         gate = stack.enter_context(
@@ -224,6 +261,14 @@ def run_demo(workers: int = 2) -> int:
             expect(f"{path} paid", status == 200 and outcome.get("success") is True)
             receipts.append(outcome)
             first = first or (path, accept, tx)
+
+        for rail in rails:
+            path = f"/{rail.slug}/item"
+            accept = client.offer(path)
+            status, outcome, _ = client.send(path, _proof(accept, rail.pay(accept)))
+            _show(f"GET {path} ({rail.title})", status, outcome)
+            expect(f"{path} paid", status == 200 and outcome.get("success") is True)
+            receipts.append(outcome)
 
         assert first is not None
         path, accept, tx = first
