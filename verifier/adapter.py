@@ -50,13 +50,17 @@ class Query:
     """What the worker asks an adapter about: a canonical txid, and what it is looking for.
 
     ``asset`` and ``pay_to`` are already normalized by the same adapter, so an adapter can use them
-    to fetch only what matters (a payee's token account, a jetton wallet).
+    to fetch only what matters (a payee's token account, a jetton wallet). ``memo`` (the
+    challenge's public commitment) and ``issued_at`` let an adapter resolve a locator that names
+    no transaction (TON's ``ton:<account>|<nonce>``) by scanning the payee's recent transactions.
     """
 
     txid: str
     asset: str
     pay_to: str
     min_confirmations: int
+    memo: str = ""
+    issued_at: int = 0
 
 
 @runtime_checkable

@@ -97,7 +97,15 @@ class Verifier:
             # Chain I/O gets most of arq's job timeout: a slow node becomes a transient outcome
             # that we retry, never an arq timeout that would end the job without an answer.
             async with asyncio.timeout(self.settings.worker.job_timeout * 0.8):
-                obs = await adapter.observe(Query(txid, asset, pay_to, expect.min_confirmations))
+                query = Query(
+                    txid,
+                    asset,
+                    pay_to,
+                    expect.min_confirmations,
+                    challenge.memo,
+                    challenge.issued_at,
+                )
+                obs = await adapter.observe(query)
                 signature_ok = False
                 if proof.payload.signature and wants_signature(obs, expect):
                     message = proof_message(network, challenge.nonce, obs.txid)

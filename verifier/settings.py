@@ -38,9 +38,10 @@ class NetworkSettings(_Section):
     rpc_urls: list[str] = Field(min_length=1)
     # Used when a route does not say; an offer's own minConfirmations always wins.
     min_confirmations: int = Field(default=1, ge=1)
-    # EVM: "latest" counts confirmations from the head; "safe"/"finalized" also require the
-    # block to be at or below that tag.
-    finality: Literal["latest", "safe", "finalized"] = "latest"
+    # What "final" means, per family. EVM: "latest" counts confirmations from the head,
+    # "safe"/"finalized" also require the block at or below that tag. Solana: "confirmed"
+    # (the default, "latest" means the same) or "finalized" commitment.
+    finality: Literal["latest", "confirmed", "safe", "finalized"] = "latest"
     rpc_timeout: float = Field(default=10.0, gt=0)
     # How long a head (block number / slot) read is shared between concurrent jobs.
     head_cache_seconds: float = Field(default=0.5, ge=0)
