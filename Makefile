@@ -24,6 +24,9 @@ $(NPM_STAMP): package.json package-lock.json
 demo: install
 	$(BIN)/x402-verifier demo
 
+bench: install
+	$(BIN)/x402-verifier bench
+
 test: install
 	$(BIN)/python -m pytest -q
 

@@ -1,8 +1,9 @@
 """The conformance suite every chain adapter passes, through the real gate, Redis and worker.
 
 A chain family takes part by providing ``tests/harness_<family>.py`` with an async context
-manager ``harness(request: pytest.FixtureRequest)`` that yields a ``Harness``: a local chain (real node, or real transactions
-served by a local server in the chain's real API shape) and a way to pay on it.
+manager ``harness(request: pytest.FixtureRequest)`` that yields a ``Harness``: a local chain
+(a real node, or real transactions served by a local server in the chain's real API shape) and
+a way to pay on it.
 ``tests/test_conformance.py`` runs every case below against every harness it finds.
 """
 

@@ -1,4 +1,4 @@
-"""``x402-verifier``: gate | worker | demo | verify | doctor.
+"""``x402-verifier``: gate | worker | demo | verify | doctor | bench.
 
 Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start.
 """
@@ -49,6 +49,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"the demo needs the dev extras: pip install -e '.[dev]' ({exc})", file=sys.stderr)
         return 2
     code: int = run_demo(workers=args.workers)
+    return code
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from devchain.bench import run_bench
+    except ImportError as exc:
+        print(
+            f"the benchmark needs the dev extras: pip install -e '.[dev]' ({exc})", file=sys.stderr
+        )
+        return 2
+    code: int = run_bench(quick=args.quick, out=args.out)
     return code
 
 
@@ -142,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--resource", required=True, help="the resource URL the proof pays for")
     verify.set_defaults(run=cmd_verify)
     command("doctor", "check Redis and every configured network").set_defaults(run=cmd_doctor)
+    bench = sub.add_parser("bench", help="measure throughput, latency and memory (make bench)")
+    bench.add_argument("--quick", action="store_true", help="a smaller run (about 20 s)")
+    bench.add_argument("--out", default="bench/results.json", help="where to write the figures")
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

@@ -1,0 +1,515 @@
+"""``make bench`` / ``x402-verifier bench``: every speed and memory figure side by side, one run.
+
+It starts its own Redis, a canned chain API (``devchain.stub``, its own process, with an added
+latency it can change) and worker processes (``x402-verifier`` workers with one extra no-op
+function for the queue baseline); the gate runs in this process, as a web server would run it.
+Every figure is measured in this run; throughputs are also given as ratios, since machines are
+noisy and ratios are what we compare. Results go to stdout as a table and to
+``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from devchain.redis_server import RedisServer, free_port
+from verifier.gate import Gate, Offer
+from verifier.models import PaymentPayload, ProofBody, Receipt, ResourceInfo
+from verifier.settings import AcceptSettings, Settings, load_settings
+from verifier.wire import encode_json
+
+NETWORK = "eip155:31337"
+TOKEN = "0x" + "a0" * 20
+PAYER = "0x" + "b1" * 20
+PAYEE = "0x" + "c2" * 20
+RESOURCE = "http://bench.local/item"
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    """The queue baseline's job: nothing."""
+
+
+def worker_main(config: str) -> None:
+    """A verification worker that also knows ``noop`` (same settings as the real one)."""
+    from arq.worker import func
+
+    from verifier.jobs import verify_payment
+    from verifier.worker import MAX_TRIES, make_worker
+
+    settings = load_settings(config)
+    functions = [func(verify_payment, name="verify_payment", max_tries=MAX_TRIES), func(noop)]
+    make_worker(settings, functions=functions).run()
+
+
+def _rss_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Procs:
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+def _config(redis_url: str, stub: str, gate_port: int) -> str:
+    return f"""
+redis_url = "{redis_url}"
+[challenge]
+keys = {{ k1 = "{secrets.token_hex(32)}" }}
+[worker]
+max_jobs = 500
+poll_delay = 0.005
+[gate]
+port = {gate_port}
+settle_timeout = 30
+[networks."{NETWORK}"]
+rpc_urls = ["{stub}/evm"]
+head_cache_seconds = 0.5
+[[assets]]
+network = "{NETWORK}"
+symbol = "USDC"
+asset = "{TOKEN}"
+decimals = 6
+[[routes]]
+path = "/item"
+body = '{{"ok": true}}'
+[[routes.accepts]]
+network = "{NETWORK}"
+asset = "USDC"
+pay_to = "{PAYEE}"
+amount = 1000
+"""
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, settings: Settings, stub: str, gate: Gate) -> None:
+        self.settings = settings
+        self.stub = httpx.AsyncClient(base_url=stub, timeout=30)
+        self.gate = gate
+        self.offers: list[Offer] = gate.offers(
+            [AcceptSettings(network=NETWORK, asset="USDC", pay_to=PAYEE, amount=1000)]
+        )
+
+    async def stub_post(self, path: str, body: Any) -> Any:
+        reply = await self.stub.post(path, content=orjson.dumps(body))
+        reply.raise_for_status()
+        return reply.json()
+
+    async def latency(self, seconds: float) -> None:
+        await self.stub_post("/_admin/latency", {"seconds": seconds})
+
+    async def stub_requests(self) -> int:
+        stats = await self.stub_post("/_admin/stats", {})
+        return int(sum(stats["requests"].values()))
+
+    async def proofs(self, n: int, resource: str = RESOURCE) -> list[str]:
+        """``n`` challenges, each paid by its own registered transaction: proof headers."""
+        headers, entries = [], []
+        for _ in range(n):
+            accept = self.gate.challenge(ResourceInfo(url=resource), self.offers).accepts[0]
+            tx = "0x" + secrets.token_hex(32)
+            entries.append(
+                {
+                    "hash": tx,
+                    "from": PAYER,
+                    "to": PAYEE,
+                    "token": TOKEN,
+                    "amount": 1000,
+                    "memo": accept.extra.memo,
+                }
+            )
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx)
+            headers.append(encode_json(PaymentPayload(accepted=accept, payload=body)))
+        for i in range(0, n, 2000):
+            await self.stub_post("/_admin/evm", entries[i : i + 2000])
+        return headers
+
+    async def settle_all(self, headers: list[str], concurrency: int = 1000) -> tuple[float, int]:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(h: str) -> bool:
+            async with sem:
+                out = await self.gate.settle(h, resource=RESOURCE, offers=self.offers, timeout=60)
+                return isinstance(out, Receipt)
+
+        start = time.perf_counter()
+        ok = sum(await asyncio.gather(*(one(h) for h in headers)))
+        return time.perf_counter() - start, ok
+
+    async def throughput(self, n: int) -> tuple[float, float]:
+        """(verifications/s, RPC requests per verification) for ``n`` proofs end to end."""
+        headers = await self.proofs(n)
+        before = await self.stub_requests()
+        elapsed, ok = await self.settle_all(headers)
+        if ok != n:
+            raise RuntimeError(f"only {ok} of {n} proofs verified")
+        return n / elapsed, (await self.stub_requests() - before) / n
+
+    async def queue_baseline(self, n: int) -> float:
+        redis = self.gate.redis
+        sem = asyncio.Semaphore(1000)
+
+        async def enqueue(i: int) -> None:
+            async with sem:
+                await redis.enqueue_job("noop", _queue_name=self.settings.queue_name)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(enqueue(i) for i in range(n)))
+        while await redis.zcard(self.settings.queue_name):  # noqa: ASYNC110 (polling is the probe)
+            await asyncio.sleep(0.002)
+        return n / (time.perf_counter() - start)
+
+    async def steady(self, rate: float, seconds: float) -> list[float]:
+        headers = await self.proofs(int(rate * seconds))
+        latencies: list[float] = []
+
+        async def one(h: str) -> None:
+            start = time.perf_counter()
+            out = await self.gate.settle(h, resource=RESOURCE, offers=self.offers, timeout=30)
+            assert isinstance(out, Receipt), out
+            latencies.append(time.perf_counter() - start)
+
+        tasks = []
+        t0 = time.perf_counter()
+        for i, h in enumerate(headers):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(h)))
+        await asyncio.gather(*tasks)
+        return latencies
+
+    async def rpc_time(self, n: int) -> float:
+        """Mean wall time of one adapter observation against the stub, measured alone."""
+        from verifier.adapter import Query
+        from verifier.registry import build_adapters
+
+        adapter = build_adapters(self.settings)[NETWORK]
+        await adapter.start()
+        headers = await self.proofs(n)
+        times = []
+        for h in headers:
+            from verifier.wire import decode_payment_payload
+
+            proof = decode_payment_payload(h)
+            q = Query(proof.payload.tx_hash, TOKEN, PAYEE, 1)
+            start = time.perf_counter()
+            await adapter.observe(q)
+            times.append(time.perf_counter() - start)
+        await adapter.close()
+        return statistics.mean(times)
+
+    def challenge_rate(self, n: int) -> float:
+        resource = ResourceInfo(url=RESOURCE)
+        start = time.perf_counter()
+        for _ in range(n):
+            encode_json(self.gate.challenge(resource, self.offers))
+        return n / (time.perf_counter() - start)
+
+
+async def http_gate(bench: Bench, base: str, n: int) -> dict[str, float]:
+    """Paid requests/s through ``x402-verifier gate``, and the share spent verifying."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        sem = asyncio.Semaphore(64)
+
+        async def offer() -> tuple[str, float]:
+            async with sem:
+                start = time.perf_counter()
+                r = await client.get("/item")
+                return r.headers["PAYMENT-REQUIRED"], time.perf_counter() - start
+
+        start = time.perf_counter()
+        offered = await asyncio.gather(*(offer() for _ in range(n)))
+        unpaid_rps = n / (time.perf_counter() - start)
+        unpaid_latency = statistics.mean(t for _, t in offered)
+
+        from verifier.wire import decode_payment_required
+
+        entries, proofs = [], []
+        for header, _ in offered:
+            accept = decode_payment_required(header).accepts[0]
+            tx = "0x" + secrets.token_hex(32)
+            entries.append(
+                {
+                    "hash": tx,
+                    "from": PAYER,
+                    "to": PAYEE,
+                    "token": TOKEN,
+                    "amount": 1000,
+                    "memo": accept.extra.memo,
+                }
+            )
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx)
+            proofs.append(encode_json(PaymentPayload(accepted=accept, payload=body)))
+        for i in range(0, n, 2000):
+            await bench.stub_post("/_admin/evm", entries[i : i + 2000])
+
+        async def paid(proof: str) -> float:
+            async with sem:
+                t = time.perf_counter()
+                r = await client.get("/item", headers={"PAYMENT-SIGNATURE": proof})
+                assert r.status_code == 200, r.text
+                return time.perf_counter() - t
+
+        start = time.perf_counter()
+        paid_latencies = await asyncio.gather(*(paid(p) for p in proofs))
+        paid_rps = n / (time.perf_counter() - start)
+    mean_paid = statistics.mean(paid_latencies)
+    return {
+        "paid_rps": paid_rps,
+        "unpaid_rps": unpaid_rps,
+        "verification_share": max(0.0, (mean_paid - unpaid_latency) / mean_paid),
+    }
+
+
+async def _wait_http(url: str) -> None:
+    async with httpx.AsyncClient(timeout=1) as client:
+        for _ in range(200):
+            try:
+                await client.get(url)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _wait_ready(redis_url: str, queue: str, procs: int) -> None:
+    from redis.asyncio import Redis
+
+    # Workers announce themselves with arq's health-check key; give them time to load.
+    client = Redis.from_url(redis_url)
+    deadline = time.monotonic() + 60
+    while not await client.exists(f"{queue}:health-check"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not start")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5 * procs)
+    await client.aclose()
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    scale = 0.25 if quick else 1.0
+    n = int(2000 * scale)
+    results: dict[str, Any] = {}
+    procs = Procs()
+    with RedisServer() as redis, tempfile.TemporaryDirectory(prefix="x402-bench-") as tmp:
+        stub_port, gate_port = free_port(), free_port()
+        stub_url = f"http://127.0.0.1:{stub_port}"
+        procs.start([sys.executable, "-m", "devchain.stub", str(stub_port)])
+        config = Path(tmp) / "bench.toml"
+        config.write_text(_config(redis.url, stub_url, gate_port))
+        settings = load_settings(config)
+        await _wait_http(f"{stub_url}/_admin/stats")
+        worker_cmd = [sys.executable, "-m", "devchain.bench", "worker", str(config)]
+        worker = procs.start(worker_cmd)
+        gate = await Gate.connect(settings)
+        bench = Bench(settings, stub_url, gate)
+        try:
+            await _wait_ready(redis.url, settings.queue_name, 1)
+            results["worker_rss_idle_mb"] = _rss_kib(worker.pid, "VmRSS") / 1024
+            await bench.throughput(200)  # warm up connections and caches
+
+            results["queue_baseline_jobs_s"] = await bench.queue_baseline(n * 2)
+            rate0, rpc0 = await bench.throughput(n)
+            results["verify_0ms_s"], results["evm_rpc_per_verification"] = rate0, rpc0
+            await bench.latency(0.05)
+            results["verify_50ms_s"], _ = await bench.throughput(n)
+            await bench.latency(0.2)
+            results["verify_200ms_s"], _ = await bench.throughput(n)
+            await bench.latency(0.0)
+
+            latencies = await bench.steady(100, 5 * scale + 1)
+            rpc = await bench.rpc_time(100)
+            results["rpc_time_ms"] = rpc * 1000
+            for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+                results[f"gate_overhead_{name}_ms"] = max(0.0, (_pct(latencies, q) - rpc) * 1000)
+            results["worker_rss_load_mb"] = _rss_kib(worker.pid, "VmHWM") / 1024
+            results["challenges_s"] = bench.challenge_rate(int(20000 * scale))
+
+            gate_proc = procs.start(
+                [sys.executable, "-m", "verifier.cli", "gate", "--config", str(config)]
+            )
+            await _wait_http(f"http://127.0.0.1:{gate_port}/healthz")
+            results.update(
+                {
+                    f"http_{k}": v
+                    for k, v in (
+                        await http_gate(bench, f"http://127.0.0.1:{gate_port}", n // 2)
+                    ).items()
+                }
+            )
+            procs.stop(gate_proc)
+
+            await bench.latency(0.05)
+            results["scale_1_worker_50ms_s"], _ = await bench.throughput(n)
+            second = procs.start(worker_cmd)
+            await asyncio.sleep(3)
+            results["scale_2_workers_50ms_s"], _ = await bench.throughput(n)
+            procs.stop(second)
+        finally:
+            await gate.close()
+            await bench.stub.aclose()
+            procs.stop_all()
+    return results
+
+
+@dataclass
+class Row:
+    name: str
+    figure: str
+    target: str
+    ok: bool | None
+
+
+def table(r: dict[str, Any]) -> list[Row]:
+    base = r["queue_baseline_jobs_s"]
+    v0 = r["verify_0ms_s"]
+    rows = [
+        Row("1 queue baseline (arq no-op, 1 worker)", f"{base:,.0f} jobs/s", "reference", None),
+        Row(
+            "2 verification, 1 worker, 0 ms RPC",
+            f"{v0:,.0f}/s = {v0 / base:.2f}x baseline",
+            ">= 0.6x",
+            v0 / base >= 0.6,
+        ),
+        Row(
+            "3 latency hiding, 50 ms RPC",
+            f"{r['verify_50ms_s']:,.0f}/s = {r['verify_50ms_s'] / v0:.2f}x 0 ms",
+            ">= 0.8x",
+            r["verify_50ms_s"] / v0 >= 0.8,
+        ),
+        Row(
+            "3 latency hiding, 200 ms RPC",
+            f"{r['verify_200ms_s']:,.0f}/s = {r['verify_200ms_s'] / v0:.2f}x 0 ms",
+            ">= 0.5x",
+            r["verify_200ms_s"] / v0 >= 0.5,
+        ),
+        Row(
+            "4 gate overhead @100/s p50",
+            f"{r['gate_overhead_p50_ms']:.1f} ms (RPC {r['rpc_time_ms']:.1f} ms subtracted)",
+            "<= 10 ms",
+            r["gate_overhead_p50_ms"] <= 10,
+        ),
+        Row(
+            "4 gate overhead @100/s p99",
+            f"{r['gate_overhead_p99_ms']:.1f} ms",
+            "<= 40 ms",
+            r["gate_overhead_p99_ms"] <= 40,
+        ),
+        Row("4 gate overhead @100/s max", f"{r['gate_overhead_max_ms']:.1f} ms", "-", None),
+        Row(
+            "5 RPC requests / verification, EVM",
+            f"{r['evm_rpc_per_verification']:.2f}",
+            "<= 1.2",
+            r["evm_rpc_per_verification"] <= 1.2,
+        ),
+        Row(
+            "6 challenge issuance, 1 gate process",
+            f"{r['challenges_s']:,.0f} offers/s",
+            ">= 20,000/s",
+            r["challenges_s"] >= 20000,
+        ),
+        Row(
+            "7 HTTP gate, paid requests",
+            f"{r['http_paid_rps']:,.0f} req/s ({r['http_verification_share']:.0%} in verification)",
+            "-",
+            None,
+        ),
+        Row("7 HTTP gate, unpaid 402s", f"{r['http_unpaid_rps']:,.0f} req/s", "-", None),
+        Row(
+            "8 scale-out, 2 workers vs 1 @50 ms",
+            f"{r['scale_2_workers_50ms_s']:,.0f}/s vs {r['scale_1_worker_50ms_s']:,.0f}/s = "
+            f"{r['scale_2_workers_50ms_s'] / r['scale_1_worker_50ms_s']:.2f}x",
+            ">= 1.7x",
+            r["scale_2_workers_50ms_s"] / r["scale_1_worker_50ms_s"] >= 1.7,
+        ),
+        Row(
+            "9 worker RSS idle / peak under load",
+            f"{r['worker_rss_idle_mb']:.0f} / {r['worker_rss_load_mb']:.0f} MB",
+            "<= 150 MB",
+            r["worker_rss_load_mb"] <= 150,
+        ),
+    ]
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    w = [
+        max(len(x) for x in col)
+        for col in zip(*[(r.name, r.figure, r.target) for r in rows], strict=True)
+    ]
+    lines = [f"{'row':<{w[0]}}  {'measured':<{w[1]}}  {'target':<{w[2]}}  ok"]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        mark = "" if r.ok is None else ("yes" if r.ok else "NO")
+        lines.append(f"{r.name:<{w[0]}}  {r.figure:<{w[1]}}  {r.target:<{w[2]}}  {mark}")
+    return "\n".join(lines)
+
+
+def run_bench(quick: bool = False, out: str = "bench/results.json") -> int:
+    results = asyncio.run(run(quick))
+    rows = table(results)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"x402-verifier benchmark ({machine}{', quick' if quick else ''})\n")
+    print(render(rows))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(
+        orjson.dumps(
+            {"machine": machine, "quick": quick, "results": results}, option=orjson.OPT_INDENT_2
+        ).decode()
+        + "\n"
+    )
+    print(f"\nfigures written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "worker":
+        worker_main(sys.argv[2])
+    else:
+        sys.exit(run_bench(quick="--quick" in sys.argv))
