@@ -14,11 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-import httpx
+import aiohttp
+import orjson
 
 from verifier.adapter import RpcUnavailable, WrongChain
 
 T = TypeVar("T")
+_JSON = {"content-type": "application/json"}
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,10 @@ class RpcError(RpcUnavailable):
 
 
 class JsonRpcClient:
-    """JSON-RPC over one pooled ``httpx.AsyncClient`` and an ordered list of URLs.
+    """JSON-RPC over one pooled ``aiohttp`` session and an ordered list of URLs.
+
+    aiohttp rather than httpx here: this is the worker's hot path, and aiohttp's C parser makes
+    each call several times cheaper in CPU (measured with ``make bench``).
 
     The first URL that works is kept as preferred; when it fails, the next one is tried within
     the same call, and the preferred URL moves on. ``pin(url)``, when given, is awaited once per
@@ -47,7 +52,6 @@ class JsonRpcClient:
         urls: Sequence[str],
         *,
         timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
         pin: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         if not urls:
@@ -58,16 +62,22 @@ class JsonRpcClient:
         self._pinned: set[str] = set()
         self._wrong: set[str] = set()
         self._ids = itertools.count(1)
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            headers={"content-type": "application/json"},
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
         self.requests_sent = 0  # HTTP round trips, for the benchmark and tests
 
+    def _http(self) -> aiohttp.ClientSession:
+        # Created lazily, inside the running loop, and kept for the worker's life: one pool of
+        # keep-alive connections shared by every job.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=200, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def pin_url(self, url: str) -> None:
         """Check ``url`` with the pin callback now; ``WrongChain`` and ``RpcUnavailable`` pass."""
@@ -126,16 +136,18 @@ class JsonRpcClient:
     async def _post(self, url: str, body: Any) -> Any:
         self.requests_sent += 1
         try:
-            reply = await self._client.post(url, json=body)
-        except httpx.HTTPError as exc:
+            async with self._http().post(url, data=orjson.dumps(body), headers=_JSON) as reply:
+                status = reply.status
+                raw = await reply.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RpcUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if reply.status_code == 429 or reply.status_code >= 500:
-            raise RpcUnavailable(f"{url}: HTTP {reply.status_code}")
-        if reply.status_code != 200:
-            raise RpcUnavailable(f"{url}: unexpected HTTP {reply.status_code}")
+        if status == 429 or status >= 500:
+            raise RpcUnavailable(f"{url}: HTTP {status}")
+        if status != 200:
+            raise RpcUnavailable(f"{url}: unexpected HTTP {status}")
         try:
-            return reply.json()
-        except ValueError as exc:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise RpcUnavailable(f"{url}: reply is not JSON") from exc
 
     @staticmethod

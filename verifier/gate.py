@@ -260,26 +260,26 @@ class Gate:
             return failure(ReasonCode.INVALID_PAYLOAD, str(exc))
         job = job_key(proof.payload.nonce, proof.payload.tx_hash, proof.payload.signature)
         timeout = self.settings.gate.settle_timeout if timeout is None else timeout
-        with self._listener.waiting(job) as fut:
+        try:
+            self._admit(proof, resource, offers)
+        except FinalError as exc:
+            # A proof that already counted keeps its receipt, even after its challenge expired.
             known = await self.store.outcome(job)
-            if known is not None:  # idempotent: the same proof gets the same answer
+            if known is not None:
                 return known
-            try:
-                self._admit(proof, resource, offers)
-            except FinalError as exc:
-                return failure(
-                    exc.reason,
-                    str(exc),
-                    network=proof.accepted.network,
-                    nonce=proof.payload.nonce,
-                )
-            payload = VerifyJob(proof=proof, resource=resource, job=job)
-            await self.redis.enqueue_job(
+            return failure(
+                exc.reason, str(exc), network=proof.accepted.network, nonce=proof.payload.nonce
+            )
+        payload = VerifyJob(proof=proof, resource=resource, job=job)
+        with self._listener.waiting(job) as fut:
+            known = await self.store.submit(
+                job,
                 "verify_payment",
                 payload.model_dump(by_alias=True, exclude_none=True),
-                _job_id=job,
-                _queue_name=self.settings.queue_name,
+                self.settings.queue_name,
             )
+            if known is not None:  # idempotent: the same proof gets the same answer
+                return known
             with contextlib.suppress(TimeoutError):
                 raw = await asyncio.wait_for(asyncio.shield(fut), timeout)
                 if raw:

@@ -16,11 +16,14 @@ fine), not Redis Cluster.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import orjson
+from arq import constants as arq_constants
+from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from verifier.models import Failure, Receipt
@@ -53,6 +56,22 @@ return {'new', ARGV[3]}
 """
 
 
+# Enqueue an arq job unless the proof already has an outcome, in one round trip. The arq side
+# is what ``ArqRedis.enqueue_job`` does (job key with expiry, then the queue's sorted set), and
+# like it, an existing job or result means the proof is already being (or was) verified.
+_SUBMIT = """
+local outcome = redis.call('GET', KEYS[1])
+if outcome then
+  return outcome
+end
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+  redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
+end
+return false
+"""
+
+
 def job_key(nonce: str, tx_ref: str, signature: str | None = None) -> str:
     """Deterministic id of the verification of one proof: the same proof attaches to one job.
 
@@ -82,6 +101,14 @@ class Keys:
 
     def pending(self, job: str) -> str:
         return f"{self.prefix}:pending:{job}"
+
+    @staticmethod
+    def arq_job(job: str) -> str:
+        return arq_constants.job_key_prefix + job
+
+    @staticmethod
+    def arq_result(job: str) -> str:
+        return arq_constants.result_key_prefix + job
 
 
 class ClaimStatus(StrEnum):
@@ -116,6 +143,20 @@ class Store:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self._claim = redis.register_script(_CLAIM)
+        self._submit = redis.register_script(_SUBMIT)
+
+    async def submit(
+        self, job: str, function: str, payload: dict[str, Any], queue: str
+    ) -> Receipt | Failure | None:
+        """Enqueue the verification ``job`` (arq, JSON) unless it has an outcome: return that."""
+        now = int(time.time() * 1000)
+        raw_job = serialize_job(function, (payload,), {}, None, now, serializer=orjson.dumps)
+        k = self.keys
+        found = await self._submit(
+            keys=[k.outcome(job), k.arq_job(job), k.arq_result(job), queue],
+            args=[raw_job, now, arq_constants.expires_extra_ms, job],
+        )
+        return None if found is None else parse_outcome(found)
 
     async def claim(
         self, *, nonce: str, consumption_key: str, job: str, receipt: Receipt, nonce_ttl: int
@@ -143,7 +184,9 @@ class Store:
             ],
         )
         st = ClaimStatus(status.decode() if isinstance(status, bytes) else status)
-        if st in (ClaimStatus.NEW, ClaimStatus.SAME):
+        if st is ClaimStatus.NEW:
+            return ClaimResult(st, receipt)
+        if st is ClaimStatus.SAME:
             stored = parse_outcome(value)
             assert isinstance(stored, Receipt)
             return ClaimResult(st, stored)

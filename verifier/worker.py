@@ -81,6 +81,8 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
         "job_timeout": w.job_timeout,
         "max_tries": MAX_TRIES,
         "keep_result": 60,
+        # Outcomes are in Redis (keys, stream) already; logging each one again costs CPU.
+        "log_results": False,
         "retry_jobs": True,
         "job_serializer": json_dumps,
         "job_deserializer": json_loads,
