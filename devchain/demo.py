@@ -207,11 +207,11 @@ def _show(label: str, status: int, outcome: dict[str, Any]) -> None:
     if outcome.get("success"):
         ext = outcome["extensions"]["onchain-proof"]
         print(
-            f"  {label:<34} {status}  paid {ext['paidAmount']:>8} by {outcome['payer'][:10]}…  "
+            f"  {label:<56} {status}  paid {ext['paidAmount']:>8} by {outcome['payer'][:10]}…  "
             f"tx {outcome['transaction'][:12]}…  block {ext['blockRef'].split(':')[0]}"
         )
     else:
-        print(f"  {label:<34} {status}  {outcome['errorReason']}: {outcome['errorMessage']}")
+        print(f"  {label:<56} {status}  {outcome['errorReason']}: {outcome['errorMessage']}")
 
 
 def run_demo(workers: int = 2) -> int:
