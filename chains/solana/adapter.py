@@ -1,0 +1,226 @@
+"""Solana family (``solana:<first 32 chars of the genesis hash>``): SOL and SPL tokens.
+
+Transport: our ``JsonRpcClient`` rather than ``solana.rpc.async_api.AsyncClient``. The SDK client
+talks to one endpoint (no failover between ``rpc_urls``), cannot send a JSON-RPC batch, and turns
+``jsonParsed`` replies into typed objects that we would have to turn back into dicts; the plain
+client gives failover, batching, lazy per-URL network pinning and one error edge
+(``RpcUnavailable``) shared with the EVM adapter. ``solders`` supplies the key, signature, PDA and
+ed25519 primitives.
+
+Per verification, on the happy path, one call: ``getTransaction`` (``jsonParsed``,
+``maxSupportedTransactionVersion: 0``) at commitment ``confirmed`` or ``finalized`` (the network's
+``finality``), plus the slot at that commitment for the confirmation count, shared by every
+concurrent job for ``head_cache_seconds``. Only when the transaction is not returned does the
+adapter ask ``getSignatureStatuses`` whether it is merely not deep enough yet (``processed``, or
+``confirmed`` when ``finalized`` is required: ``NotFinal``) or unknown (``TxNotFound``).
+
+* SPL payments come from ``meta.preTokenBalances``/``postTokenBalances``: per token account, the
+  post amount minus the pre amount (a missing pre entry is zero: the account was created in the
+  same transaction). Net credits are reported with the account's owner as recipient only when the
+  account is the owner's associated token account for that mint and token program; any other
+  credited account is reported under its own address, so it never counts as paying the owner.
+  Balances are what the payee got, so Token-2022 transfer fees are already deducted.
+* Native SOL: every positive lamport delta (``postBalances - preBalances``) is a transfer to that
+  account, from the fee payer.
+* Memos: the text of each top-level SPL Memo instruction (v1 and v2/v3 program ids).
+* Signature binding: ed25519 over the proof message by the fee payer or by a transfer authority
+  (the owner of a debited token account, or the ``authority`` of a transfer instruction).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+from typing import ClassVar
+
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from chains.jsonrpc import JsonRpcClient, SharedReads
+from chains.solana.parse import (
+    RpcSignatureStatus,
+    RpcTransaction,
+    normalize_pubkey,
+    observe_transaction,
+)
+from verifier.adapter import (
+    Finality,
+    InvalidProof,
+    NotFinal,
+    Observation,
+    Query,
+    RpcUnavailable,
+    TxNotFound,
+    WrongChain,
+)
+from verifier.assets import NATIVE
+from verifier.settings import NetworkSettings
+
+log = logging.getLogger(__name__)
+
+
+class SolanaAdapter:
+    """Adapter for one Solana cluster, over JSON-RPC."""
+
+    namespace: ClassVar[str] = "solana"
+
+    def __init__(self, network: str, config: NetworkSettings) -> None:
+        namespace, _, reference = network.partition(":")
+        if namespace != self.namespace or len(reference) != 32:
+            raise ValueError(f"{network} is not a solana network (solana:<genesis hash[:32]>)")
+        self.network = network
+        self.reference = reference
+        self.config = config
+        # "latest" is the settings default for every family; on Solana it means "confirmed".
+        self.commitment = "finalized" if config.finality == "finalized" else "confirmed"
+        self.rpc: JsonRpcClient | None = None
+        self._slots: SharedReads[int] = SharedReads(config.head_cache_seconds)
+
+    @classmethod
+    def create(cls, network: str, config: NetworkSettings) -> SolanaAdapter:
+        return cls(network, config)
+
+    async def start(self) -> None:
+        """Pin every reachable endpoint to the configured genesis hash; refuse a mismatch."""
+        if self.rpc is None:
+            self.rpc = JsonRpcClient(
+                self.config.rpc_urls, timeout=self.config.rpc_timeout, pin=self._pin
+            )
+        for url in self.config.rpc_urls:
+            try:
+                await self.rpc.pin_url(url)
+            except RpcUnavailable as exc:
+                log.warning("%s: %s is unreachable at start (%s)", self.network, url, exc)
+            except WrongChain:
+                await self.close()
+                raise
+
+    async def _pin(self, url: str) -> None:
+        served = await self._client().call_url(url, "getGenesisHash", [])
+        if not isinstance(served, str):
+            raise RpcUnavailable(f"{url}: malformed getGenesisHash reply")
+        if served[:32] != self.reference:
+            raise WrongChain(f"{url} serves genesis {served}, configured {self.network}")
+
+    async def close(self) -> None:
+        if self.rpc is not None:
+            await self.rpc.aclose()
+            self.rpc = None
+
+    def _client(self) -> JsonRpcClient:
+        if self.rpc is None:
+            raise RpcUnavailable(f"{self.network} adapter is not started")
+        return self.rpc
+
+    # -- normalization -------------------------------------------------------------------
+
+    def canonical_txid(self, tx_ref: str) -> str:
+        ref = tx_ref.strip()
+        if not 64 <= len(ref) <= 88:
+            raise InvalidProof("a Solana transaction signature is base58 of 64 bytes")
+        try:
+            return str(Signature.from_string(ref))
+        except ValueError as exc:
+            raise InvalidProof("a Solana transaction signature is base58 of 64 bytes") from exc
+
+    def normalize_address(self, address: str) -> str:
+        return normalize_pubkey(address)
+
+    def normalize_asset(self, asset: str) -> str:
+        return NATIVE if asset == NATIVE else normalize_pubkey(asset)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def _slot(self) -> int:
+        async def fetch() -> int:
+            slot = await self._client().call("getSlot", [{"commitment": self.commitment}])
+            if not isinstance(slot, int):
+                raise RpcUnavailable("malformed getSlot reply")
+            return slot
+
+        return await self._slots.get(self.commitment, fetch)
+
+    async def _not_returned(self, txid: str) -> None:
+        """Why ``getTransaction`` returned nothing: not deep enough yet, or not known."""
+        reply = await self._client().call(
+            "getSignatureStatuses", [[txid], {"searchTransactionHistory": False}]
+        )
+        values = reply.get("value") if isinstance(reply, dict) else None
+        status: RpcSignatureStatus | None = values[0] if isinstance(values, list) else None
+        if status is None:
+            raise TxNotFound(f"{txid} is not known to the node")
+        raise NotFinal(
+            f"{txid} is {status.get('confirmationStatus') or 'processed'}, "
+            f"{self.commitment} is required"
+        )
+
+    async def observe(self, query: Query) -> Observation:
+        config = {
+            "encoding": "jsonParsed",
+            "commitment": self.commitment,
+            "maxSupportedTransactionVersion": 0,
+        }
+        tx: RpcTransaction | None = await self._client().call(
+            "getTransaction", [query.txid, config]
+        )
+        if tx is None:
+            await self._not_returned(query.txid)
+        assert tx is not None  # _not_returned always raises
+        obs = observe_transaction(tx, query.txid, query)
+        slot = tx.get("slot")
+        if not isinstance(slot, int):
+            raise RpcUnavailable(f"{query.txid}: getTransaction reply has no slot")
+        head = await self._slot()
+        if head < slot:  # the shared slot predates this transaction: read it again
+            self._slots.forget(self.commitment)
+            head = await self._slot()
+        finality = Finality.FINALIZED if self.commitment == "finalized" else Finality.CONFIRMED
+        return Observation(
+            txid=obs.txid,
+            success=obs.success,
+            block_ref=obs.block_ref,
+            block_time=obs.block_time,
+            confirmations=max(1, head - slot + 1),
+            finality=finality,
+            transfers=obs.transfers,
+            payer=obs.payer,
+            memos=obs.memos,
+            detail={**obs.detail, "commitment": self.commitment},
+        )
+
+    async def verify_payer_signature(
+        self, observation: Observation, message: bytes, signature: str
+    ) -> bool:
+        """ed25519 over ``message`` by the payer, the fee payer or a transfer authority.
+
+        ``signature`` is base58 (Solana's usual form), hex (``0x`` optional) or base64 of the
+        64 signature bytes.
+        """
+        raw = _signature_bytes(signature.strip())
+        if raw is None:
+            return False
+        sig = Signature.from_bytes(raw)
+        keys = {observation.payer, *observation.detail.get("authorities", ())}
+        for key in keys:
+            try:
+                pubkey = Pubkey.from_string(key)
+            except ValueError:
+                continue
+            if sig.verify(pubkey, message):
+                return True
+        return False
+
+
+def _signature_bytes(text: str) -> bytes | None:
+    candidates = []
+    with contextlib.suppress(ValueError):
+        candidates.append(bytes(Signature.from_string(text)))
+    with contextlib.suppress(ValueError):
+        candidates.append(bytes.fromhex(text.removeprefix("0x")))
+    with contextlib.suppress(ValueError):
+        candidates.append(base64.b64decode(text, validate=True))
+    return next((c for c in candidates if len(c) == 64), None)
+
+
+__all__ = ["SolanaAdapter"]

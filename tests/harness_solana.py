@@ -1,0 +1,203 @@
+"""The Solana harness: real SPL programs in LiteSVM, served by the local jsonParsed RPC server.
+
+One ledger and server per test process (the server runs in a thread, so every event loop and the
+worker's HTTP client can reach it). ``SolanaShop`` is the gate-side helper of the Solana tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from devchain.solana_ledger import NETWORK, Mint, SolanaLedger
+from devchain.solana_render import TOKEN_2022
+from devchain.solana_server import SolanaRpcServer
+from tests.support import SettingsFactory, connected_gate, running_worker
+from verifier.assets import NATIVE
+from verifier.challenge import proof_message
+from verifier.gate import Gate, Offer
+from verifier.models import Accept, Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
+from verifier.settings import AcceptSettings, Settings
+from verifier.wire import decode_payment_required, encode_json
+
+RESOURCE = "http://shop.test/solana"
+
+
+@dataclass
+class SolanaEnv:
+    ledger: SolanaLedger
+    server: SolanaRpcServer
+    usdc: Mint  # a classic SPL Token mint, offered as "USDC"
+    other: Mint  # another SPL Token mint the payer holds
+    fee_mint: Mint  # a Token-2022 mint with a 1% transfer fee
+    payer: Keypair
+    payee: Pubkey
+    stranger: Pubkey
+    poor: Keypair  # holds SOL, no tokens: its token transfers fail
+
+    def settings(self, make_settings: SettingsFactory, **net: Any) -> Settings:
+        return make_settings(
+            networks={NETWORK: {"rpc_urls": [self.server.url], "head_cache_seconds": 0, **net}},
+            assets=[
+                {
+                    "network": NETWORK,
+                    "symbol": "USDC",
+                    "asset": str(self.usdc.address),
+                    "decimals": 6,
+                },
+                {
+                    "network": NETWORK,
+                    "symbol": "FEE",
+                    "asset": str(self.fee_mint.address),
+                    "decimals": 6,
+                },
+            ],
+        )
+
+    def mint_of(self, asset: str) -> Mint:
+        return next(m for m in (self.usdc, self.other, self.fee_mint) if str(m.address) == asset)
+
+    def token_payment(
+        self,
+        mint: Mint,
+        to: Pubkey,
+        amount: int,
+        *,
+        memo: str | None,
+        sender: Keypair | None = None,
+    ) -> list[Instruction]:
+        """Create the recipient's ATA if needed, transfer_checked, and the memo."""
+        sender = sender or self.payer
+        ixs = [
+            self.ledger.create_ata_ix(sender.pubkey(), to, mint),
+            self.ledger.token_transfer_ix(
+                mint,
+                self.ledger.ata(sender.pubkey(), mint),
+                self.ledger.ata(to, mint),
+                sender.pubkey(),
+                amount,
+            ),
+        ]
+        return ixs + ([self.ledger.memo_ix(memo)] if memo else [])
+
+
+_ENV: SolanaEnv | None = None
+
+
+def solana_env() -> SolanaEnv:
+    """The process-wide ledger and server, built on first use."""
+    global _ENV
+    if _ENV is None:
+        ledger = SolanaLedger()
+        payer, poor = ledger.wallet(), ledger.wallet()
+        payee, stranger = Keypair().pubkey(), Keypair().pubkey()
+        usdc, other = ledger.create_mint(), ledger.create_mint()
+        fee_mint = ledger.create_mint(program=TOKEN_2022, fee_bps=100)
+        for mint in (usdc, other, fee_mint):
+            ledger.open_account(payer.pubkey(), mint, 10**12)
+            ledger.open_account(poor.pubkey(), mint)
+        ledger.open_account(payee, usdc)
+        server = SolanaRpcServer(ledger).start()
+        _ENV = SolanaEnv(ledger, server, usdc, other, fee_mint, payer, payee, stranger, poor)
+    return _ENV
+
+
+class SolanaHarness:
+    network = NETWORK
+    symbol = "USDC"
+    decimals = 6
+    min_confirmations = 1
+
+    def __init__(self, env: SolanaEnv) -> None:
+        self.env = env
+        self.asset = str(env.usdc.address)
+        self.other_asset = str(env.other.address)
+        self.pay_to = str(env.payee)
+        self.stranger = str(env.stranger)
+
+    def network_settings(self) -> dict[str, Any]:
+        return {"rpc_urls": [self.env.server.url], "head_cache_seconds": 0}
+
+    def wrong_network(self) -> str:
+        return "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
+
+    async def pay(
+        self,
+        accept: Accept,
+        *,
+        amount: int | None = None,
+        memo: bool = True,
+        to: str | None = None,
+        asset: str | None = None,
+        fail: bool = False,
+    ) -> str:
+        env = self.env
+        value = int(accept.amount) if amount is None else amount
+        recipient = Pubkey.from_string(to or accept.pay_to)
+        text = accept.extra.memo if memo else None
+        if (asset or accept.asset) == NATIVE:
+            ixs = [env.ledger.sol_transfer_ix(env.payer.pubkey(), recipient, value)]
+            ixs += [env.ledger.memo_ix(text)] if text else []
+            return env.ledger.execute(ixs, [env.payer])
+        mint = env.mint_of(asset or self.asset)
+        sender = env.poor if fail else env.payer
+        ixs = env.token_payment(mint, recipient, value, memo=text, sender=sender)
+        return env.ledger.execute(ixs, [sender], allow_failure=fail)
+
+    def unknown_tx(self) -> str:
+        return str(Signature.from_bytes(os.urandom(64)))
+
+    def garbage_tx(self) -> str:
+        return "0OIl-not-base58"
+
+
+@contextlib.asynccontextmanager
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[SolanaHarness]:
+    yield SolanaHarness(solana_env())
+
+
+class SolanaShop:
+    """A gate selling one resource on the local Solana ledger."""
+
+    def __init__(self, gate: Gate, env: SolanaEnv) -> None:
+        self.gate = gate
+        self.env = env
+
+    def offer(self, now: float | None = None, **terms: Any) -> tuple[Accept, list[Offer]]:
+        spec: dict[str, Any] = {
+            "network": NETWORK,
+            "asset": "USDC",
+            "pay_to": str(self.env.payee),
+            "amount": 100_000,
+        }
+        spec.update(terms)
+        offers = self.gate.offers([AcceptSettings(**spec)])
+        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers, now=now)
+        return decode_payment_required(encode_json(required)).accepts[0], offers
+
+    @staticmethod
+    def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
+        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
+        return encode_json(PaymentPayload(accepted=accept, payload=body))
+
+    @staticmethod
+    def sign(accept: Accept, tx: str, key: Keypair) -> str:
+        return str(key.sign_message(proof_message(NETWORK, accept.extra.nonce, tx)))
+
+    async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
+        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
+
+
+@contextlib.asynccontextmanager
+async def solana_shop(settings: Settings) -> AsyncIterator[SolanaShop]:
+    async with connected_gate(settings) as gate, running_worker(settings):
+        yield SolanaShop(gate, solana_env())
