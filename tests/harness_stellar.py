@@ -1,0 +1,116 @@
+"""The Stellar harness for the conformance suite: real signed transactions, a local Horizon."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from stellar_sdk import Asset, HashMemo, Keypair, Network, Payment
+
+from chains.stellar.horizon import format_stroops
+from devchain.horizon import HorizonServer
+from devchain.stellar_ledger import StellarLedger
+from devchain.stellar_wallet import StellarWallet, dev_keypair
+from verifier.models import Accept
+
+NETWORK = "stellar:testnet"
+# The registry's testnet USDC: the model keeps no balances, so no issuer key is needed.
+USDC = "USDC:GBBD47IF6LWK7P7MDEVSCWR7DPUWV3NY3DTQEVFL4NAT4AQH3ZLLFLA5"
+FAKE_USDC = f"USDC:{dev_keypair('fake-issuer').public_key}"  # right code, wrong issuer
+PAYER = dev_keypair("payer")
+PAYEE = dev_keypair("payee").public_key
+STRANGER = dev_keypair("stranger").public_key
+SPONSOR = dev_keypair("fee-sponsor")
+
+
+def sdk_asset(asset: str) -> Asset:
+    if asset == "native":
+        return Asset.native()
+    code, _, issuer = asset.partition(":")
+    return Asset(code, issuer)
+
+
+class StellarEnv:
+    """A testnet-shaped local Horizon with a wallet that signs for the test accounts."""
+
+    def __init__(self, passphrase: str = Network.TESTNET_NETWORK_PASSPHRASE) -> None:
+        self.ledger = StellarLedger(passphrase)
+        self.horizon = HorizonServer(self.ledger)
+        self.wallet = StellarWallet(self.ledger)
+
+    def memo(self, accept: Accept) -> HashMemo:
+        return HashMemo(bytes.fromhex(accept.extra.memo))
+
+    def pay(
+        self,
+        accept: Accept,
+        *,
+        amount: int | None = None,
+        memo: bool = True,
+        to: str | None = None,
+        asset: str | None = None,
+        fail: bool = False,
+        source: Keypair = PAYER,
+    ) -> str:
+        value = int(accept.amount) if amount is None else amount
+        op = Payment(to or accept.pay_to, sdk_asset(asset or accept.asset), format_stroops(value))
+        tx, _ = self.wallet.submit(
+            source, [op], memo=self.memo(accept) if memo else None, success=not fail
+        )
+        return tx
+
+
+@contextlib.contextmanager
+def stellar_env() -> Iterator[StellarEnv]:
+    env = StellarEnv()
+    env.horizon.start()
+    try:
+        yield env
+    finally:
+        env.horizon.stop()
+
+
+class StellarHarness:
+    network = NETWORK
+    asset = USDC
+    symbol = "USDC"
+    decimals = 7
+    min_confirmations = 1
+    pay_to = PAYEE
+    stranger = STRANGER
+    other_asset = FAKE_USDC
+
+    def __init__(self, env: StellarEnv) -> None:
+        self.env = env
+
+    def network_settings(self) -> dict[str, Any]:
+        return {"rpc_urls": [self.env.horizon.url], "head_cache_seconds": 0, "rpc_timeout": 5}
+
+    def wrong_network(self) -> str:
+        return "stellar:pubnet"
+
+    async def pay(
+        self,
+        accept: Accept,
+        *,
+        amount: int | None = None,
+        memo: bool = True,
+        to: str | None = None,
+        asset: str | None = None,
+        fail: bool = False,
+    ) -> str:
+        return self.env.pay(accept, amount=amount, memo=memo, to=to, asset=asset, fail=fail)
+
+    def unknown_tx(self) -> str:
+        return "ab" * 32
+
+    def garbage_tx(self) -> str:
+        return "0xnot-a-hash"
+
+
+@contextlib.asynccontextmanager
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[StellarHarness]:
+    with stellar_env() as env:
+        yield StellarHarness(env)
