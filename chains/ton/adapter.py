@@ -1,0 +1,354 @@
+"""TON family (``tvm:-239`` mainnet, ``tvm:-3`` testnet): TON coin and jetton payments.
+
+The transaction is read on the *receiving* side, through toncenter API v3: the payee's own
+transaction (native TON, or the ``transfer_notification`` its jetton wallet sends it) or the
+transaction of the payee's jetton wallet (``internal_transfer``). A proof names it by hash (hex,
+base64 or base64url; canonical form lowercase hex) or by a locator ``ton:<account>|<nonce>``, which
+is resolved by scanning the payee's transactions since the challenge was issued for the one that
+carries the challenge's commitment as its comment.
+
+* Native TON counts when the inbound message is internal, not bounced, and the transaction's
+  compute phase succeeded and it was not aborted. The comment is parsed from the body BOC here.
+* Jettons count only when the jetton wallet involved is the one the configured jetton master
+  derives for the owner (``get_wallet_address``, cached for good: the derivation never changes).
+  A notification from any other wallet is reported as an ``unverified-jetton:<wallet>`` asset, so
+  that a look-alike token someone deployed never passes for the real one. The binding is the
+  comment in the transfer's forward payload.
+* Final means included in a masterchain block (``mc_block_seqno`` set); until then ``NotFinal``.
+  Confirmations are 1 once included, or masterchain blocks since then when an offer asks for more.
+* Requests per verification: one (the transaction), plus one per jetton wallet never derived
+  before, plus one shared masterchain read when more than one confirmation is asked for.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from typing import Any, ClassVar
+
+from pytoniq_core import Address, begin_cell
+
+from chains.jsonrpc import SharedReads
+from chains.ton.codec import (
+    OP_TRANSFER_NOTIFICATION,
+    JettonMessage,
+    body_op,
+    canonical_hash,
+    cell_from_b64,
+    cell_hash_hex,
+    comment_of,
+    jetton_message,
+    normalize_address,
+    parse_locator,
+    raw_form,
+)
+from chains.ton.toncenter import Toncenter, V3Message, V3StackEntry, V3Transaction
+from verifier.adapter import (
+    Finality,
+    InvalidProof,
+    NotFinal,
+    Observation,
+    Query,
+    RpcUnavailable,
+    Transfer,
+    TxNotFound,
+    WrongChain,
+)
+from verifier.assets import NATIVE
+from verifier.settings import NetworkSettings
+
+log = logging.getLogger(__name__)
+UNVERIFIED_JETTON = "unverified-jetton:"
+_NETWORK = re.compile(r"^tvm:(-?[0-9]{1,10})$")
+_WALLET_TTL = 7 * 86400.0
+
+
+def _b64_hex(value: Any) -> str | None:
+    return canonical_hash(value) if isinstance(value, str) else None
+
+
+class TONAdapter:
+    """Adapter for one TON network, over toncenter API v3."""
+
+    namespace: ClassVar[str] = "tvm"
+
+    def __init__(self, network: str, config: NetworkSettings) -> None:
+        m = _NETWORK.match(network)
+        if m is None:
+            raise ValueError(f"{network} is not a tvm network")
+        self.network = network
+        self.global_id = int(m.group(1))
+        self.config = config
+        self.client: Toncenter | None = None
+        self.scan_limit = int(config.options.get("scan_limit", 100))
+        # A locator scan starts this long before the challenge's issue time (clock skew).
+        self.scan_skew = int(config.options.get("scan_skew", 120))
+        self._wallets: SharedReads[str] = SharedReads(_WALLET_TTL, max_entries=4096)
+        self._heads: SharedReads[int] = SharedReads(config.head_cache_seconds)
+
+    @classmethod
+    def create(cls, network: str, config: NetworkSettings) -> TONAdapter:
+        return cls(network, config)
+
+    async def start(self) -> None:
+        """Pin every reachable base URL to the configured global id; refuse to start otherwise."""
+        if self.client is None:
+            api_key = self.config.options.get("api_key")
+            self.client = Toncenter(
+                self.config.rpc_urls,
+                timeout=self.config.rpc_timeout,
+                api_key=str(api_key) if api_key else None,
+                pin=self._pin,
+            )
+        for url in self.config.rpc_urls:
+            try:
+                await self.client.pin_url(url)
+            except RpcUnavailable as exc:
+                log.warning("%s: %s is unreachable at start (%s)", self.network, url, exc)
+            except WrongChain:
+                await self.close()
+                raise
+
+    async def _pin(self, url: str) -> None:
+        info = await self._client().masterchain_info(url)
+        served = (info.get("last") or {}).get("global_id")
+        if not isinstance(served, int):
+            raise RpcUnavailable(f"{url}: masterchainInfo has no global_id")
+        if served != self.global_id:
+            raise WrongChain(f"{url} serves global id {served}, configured {self.network}")
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    def _client(self) -> Toncenter:
+        if self.client is None:
+            raise RpcUnavailable(f"{self.network} adapter is not started")
+        return self.client
+
+    # -- normalization -------------------------------------------------------------------
+
+    def canonical_txid(self, tx_ref: str) -> str:
+        try:
+            locator = parse_locator(tx_ref)
+        except ValueError as exc:
+            raise InvalidProof(str(exc)) from exc
+        if locator is not None:
+            return str(locator)
+        txid = canonical_hash(tx_ref)
+        if txid is None:
+            raise InvalidProof(
+                "a TON transaction is a 32-byte hash (hex, base64 or base64url) "
+                "or a locator ton:<account>|<nonce>"
+            )
+        return txid
+
+    def normalize_address(self, address: str) -> str:
+        return normalize_address(address)
+
+    def normalize_asset(self, asset: str) -> str:
+        return NATIVE if asset == NATIVE else normalize_address(asset)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def jetton_wallet(self, master: str, owner: str) -> str:
+        """The wallet ``master`` derives for ``owner`` (its ``get_wallet_address``), cached."""
+
+        async def fetch() -> str:
+            arg = begin_cell().store_address(Address(owner)).end_cell().to_boc()
+            stack: list[V3StackEntry] = [{"type": "slice", "value": base64.b64encode(arg).decode()}]
+            result = await self._client().run_get_method(master, "get_wallet_address", stack)
+            entries = result.get("stack") or []
+            if result.get("exit_code") != 0 or not entries:
+                raise RpcUnavailable(f"get_wallet_address on {master} failed: {result!r:.200}")
+            try:
+                loaded = cell_from_b64(str(entries[0].get("value"))).begin_parse().load_address()
+                return raw_form(loaded)
+            except (ValueError, AttributeError) as exc:
+                raise RpcUnavailable(f"get_wallet_address on {master}: bad stack") from exc
+
+        return await self._wallets.get((master, owner), fetch)
+
+    async def _last_mc_seqno(self) -> int:
+        async def fetch() -> int:
+            seqno = ((await self._client().masterchain_info()).get("last") or {}).get("seqno")
+            if not isinstance(seqno, int):
+                raise RpcUnavailable("masterchainInfo has no last seqno")
+            return seqno
+
+        return await self._heads.get("last", fetch)
+
+    async def observe(self, query: Query) -> Observation:
+        try:
+            locator = parse_locator(query.txid)
+        except ValueError as exc:
+            raise InvalidProof(str(exc)) from exc
+        if locator is not None:
+            if not locator.names(query.memo):
+                raise InvalidProof("the locator names another challenge")
+            tx = await self._locate(query)
+        else:
+            txs = await self._client().transactions(hash=query.txid, limit=1)
+            if not txs:
+                raise TxNotFound(f"{query.txid} is not indexed (yet)")
+            tx = txs[0]
+            if _b64_hex(tx.get("hash")) != query.txid:
+                raise RpcUnavailable("toncenter answered with another transaction")
+        return await self._observation(tx, query)
+
+    async def _locate(self, query: Query) -> V3Transaction:
+        """The payee-side transaction since the challenge that carries its commitment."""
+        account = query.pay_to
+        if query.asset != NATIVE:
+            account = await self.jetton_wallet(query.asset, query.pay_to)
+        txs = await self._client().transactions(
+            account=account,
+            start_utime=max(0, query.issued_at - self.scan_skew),
+            limit=self.scan_limit,
+            sort="asc",
+        )
+        found: list[tuple[Observation, V3Transaction]] = []
+        pending = False
+        for tx in txs:
+            try:
+                obs = await self._observation(tx, query)
+            except NotFinal:
+                pending = pending or query.memo in _in_comments(tx.get("in_msg"))
+                continue
+            if query.memo in obs.memos:
+                found.append((obs, tx))
+        if not found:
+            if pending:
+                raise NotFinal("the payment is not in a masterchain block yet")
+            raise TxNotFound(f"no transaction of {account} carries the commitment yet")
+        # A failed or bounced attempt may carry the same comment as the payment that followed:
+        # prefer a successful transaction that moved value, then the earliest.
+        found.sort(key=lambda pair: (not pair[0].success, not pair[0].transfers))
+        return found[0][1]
+
+    async def _observation(self, tx: V3Transaction, query: Query) -> Observation:
+        txid = _b64_hex(tx.get("hash"))
+        if txid is None:
+            raise RpcUnavailable("toncenter transaction without a hash")
+        mc_seqno = tx.get("mc_block_seqno")
+        if not isinstance(mc_seqno, int) or tx.get("emulated"):
+            raise NotFinal(f"{txid} is not in a masterchain block yet")
+        account = normalize_address(str(tx.get("account")))
+        descr = tx.get("description") or {}
+        compute = descr.get("compute_ph") or {}
+        success = (
+            descr.get("type") == "ord"
+            and descr.get("aborted") is False
+            and compute.get("skipped") is not True
+            and compute.get("success") is True
+        )
+        transfers: list[Transfer] = []
+        memos: list[str] = []
+        in_msg = tx.get("in_msg")
+        if in_msg and in_msg.get("source") and not in_msg.get("bounced"):
+            if normalize_address(str(in_msg.get("destination"))) != account:
+                raise RpcUnavailable(f"{txid}: inbound message for another account")
+            source = normalize_address(str(in_msg.get("source")))
+            body = _body(in_msg)
+            comment = comment_of(body)
+            if comment is not None:
+                memos.append(comment)
+            value = int(in_msg.get("value") or 0)
+            if success and value > 0:
+                transfers.append(Transfer(NATIVE, source, account, value))
+            jetton = jetton_message(body)
+            if success and jetton is not None and query.asset != NATIVE:
+                counted = await self._jetton_transfer(tx, query, account, source, jetton)
+                if counted is not None:
+                    transfers.append(counted)
+                    if jetton.forward_comment is not None and counted.asset == query.asset:
+                        memos.append(jetton.forward_comment)
+        payers = {
+            t.sender for t in transfers if t.asset == query.asset and t.recipient == query.pay_to
+        }
+        payer = payers.pop() if len(payers) == 1 else (transfers[0].sender if transfers else "")
+        confirmations = 1
+        if query.min_confirmations > 1:
+            last = await self._last_mc_seqno()
+            if last < mc_seqno:
+                self._heads.forget("last")
+                last = await self._last_mc_seqno()
+            confirmations = max(1, last - mc_seqno + 1)
+        ref = tx.get("block_ref") or {}
+        return Observation(
+            txid=txid,
+            success=success,
+            block_ref=f"{mc_seqno}:{ref.get('workchain')}:{ref.get('shard')}:{ref.get('seqno')}",
+            block_time=int(tx.get("now") or 0),
+            confirmations=confirmations,
+            finality=Finality.FINALIZED,
+            transfers=tuple(transfers),
+            payer=payer,
+            memos=tuple(memos),
+            detail={"account": account, "lt": tx.get("lt"), "mcBlockSeqno": mc_seqno},
+        )
+
+    async def _jetton_transfer(
+        self, tx: V3Transaction, query: Query, account: str, source: str, jetton: JettonMessage
+    ) -> Transfer | None:
+        """The jetton movement ``jetton`` proves, if the wallet involved is a genuine one."""
+        sender = jetton.sender or ""
+        if jetton.op == OP_TRANSFER_NOTIFICATION:  # the owner's side: ``source`` is its wallet
+            if source == await self.jetton_wallet(query.asset, account):
+                return Transfer(query.asset, sender, account, jetton.amount)
+            return Transfer(UNVERIFIED_JETTON + source, sender, account, jetton.amount)
+        # internal_transfer: ``account`` is a jetton wallet; whose, the master must confirm.
+        if account == await self.jetton_wallet(query.asset, query.pay_to):
+            return Transfer(query.asset, sender, query.pay_to, jetton.amount)
+        for owner in _notified_owners(tx, account):
+            if account == await self.jetton_wallet(query.asset, owner):
+                return Transfer(query.asset, sender, owner, jetton.amount)
+        return None
+
+    async def verify_payer_signature(
+        self, observation: Observation, message: bytes, signature: str
+    ) -> bool:
+        """Always False: TON payers bind with the comment, not with a signature.
+
+        A TON account is a contract; its public key is only readable through a wallet-specific
+        get-method (``get_public_key``), which not every wallet has and which costs a request per
+        proof. Offers on TON should use ``binding = "memo"`` (or ``required``/``none``).
+        """
+        return False
+
+
+def _body(msg: V3Message) -> Any:
+    """The message body cell, checked against the hash the indexer reports for it."""
+    content = msg.get("message_content") or {}
+    boc = content.get("body")
+    if not isinstance(boc, str):
+        return begin_cell().end_cell()
+    cell = cell_from_b64(boc)
+    reported = _b64_hex(content.get("hash"))
+    if reported is not None and reported != cell_hash_hex(cell):
+        raise RpcUnavailable("toncenter message body does not match its hash")
+    return cell
+
+
+def _in_comments(msg: V3Message | None) -> tuple[str, ...]:
+    if not msg:
+        return ()
+    body = _body(msg)
+    comment = comment_of(body)
+    jetton = jetton_message(body)
+    found = [c for c in (comment, jetton.forward_comment if jetton else None) if c is not None]
+    return tuple(found)
+
+
+def _notified_owners(tx: V3Transaction, wallet: str) -> list[str]:
+    """Owners this jetton wallet sent a ``transfer_notification`` to in ``tx``."""
+    owners = []
+    for out in tx.get("out_msgs") or []:
+        dest = out.get("destination")
+        if not dest or normalize_address(str(out.get("source"))) != wallet:
+            continue
+        if body_op(_body(out)) == OP_TRANSFER_NOTIFICATION:
+            owners.append(normalize_address(dest))
+    return owners

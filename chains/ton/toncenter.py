@@ -1,0 +1,233 @@
+"""A small client for toncenter API v3, and the raw shapes it returns (as ``TypedDict``s).
+
+Everything that goes wrong at this edge (transport errors, timeouts, HTTP 429 and 5xx, replies
+that are not the expected JSON) becomes ``RpcUnavailable``, a transient error. Only idempotent
+reads go through it, so trying the next base URL after a failure is always safe. Each base URL is
+pinned once (``pin(url)``) before its first use, so an endpoint that was down when the worker
+started is still checked for the right network before it is believed.
+
+Shapes, as toncenter v3 serves them (``GET /api/v3/transactions``, ``GET
+/api/v3/masterchainInfo``, ``POST /api/v3/runGetMethod``): hashes are standard base64, amounts
+and logical times are decimal strings, raw addresses are ``<wc>:<HEX>`` in upper case.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypedDict
+
+import httpx
+
+from verifier.adapter import RpcUnavailable, WrongChain
+
+log = logging.getLogger(__name__)
+
+
+class MessageContent(TypedDict, total=False):
+    hash: str
+    body: str  # base64 BOC of the body cell
+    decoded: dict[str, Any] | None  # the indexer's rendering: never trusted here
+
+
+class V3Message(TypedDict, total=False):
+    hash: str
+    source: str | None  # None for an external inbound message
+    destination: str | None
+    value: str | None
+    fwd_fee: str | None
+    ihr_fee: str | None
+    created_lt: str | None
+    created_at: str | None
+    opcode: str | None
+    ihr_disabled: bool | None
+    bounce: bool | None
+    bounced: bool | None
+    import_fee: str | None
+    message_content: MessageContent | None
+    init_state: dict[str, Any] | None
+
+
+class ComputePhase(TypedDict, total=False):
+    skipped: bool
+    reason: str
+    success: bool
+    exit_code: int
+
+
+class Description(TypedDict, total=False):
+    type: str  # "ord" for ordinary transactions
+    aborted: bool
+    destroyed: bool
+    credit_first: bool
+    compute_ph: ComputePhase
+    action: dict[str, Any]
+    bounce: dict[str, Any]
+
+
+class BlockRef(TypedDict, total=False):
+    workchain: int
+    shard: str
+    seqno: int
+
+
+class V3Transaction(TypedDict, total=False):
+    account: str
+    hash: str
+    lt: str
+    now: int
+    mc_block_seqno: int | None  # None until a masterchain block includes the shard block
+    trace_id: str
+    orig_status: str
+    end_status: str
+    total_fees: str
+    description: Description
+    block_ref: BlockRef
+    in_msg: V3Message | None
+    out_msgs: list[V3Message]
+    emulated: bool
+
+
+class V3Transactions(TypedDict, total=False):
+    transactions: list[V3Transaction]
+    address_book: dict[str, Any]
+
+
+class V3Block(TypedDict, total=False):
+    workchain: int
+    shard: str
+    seqno: int
+    root_hash: str
+    file_hash: str
+    global_id: int
+    gen_utime: str
+
+
+class V3MasterchainInfo(TypedDict, total=False):
+    first: V3Block
+    last: V3Block
+
+
+class V3StackEntry(TypedDict, total=False):
+    type: str  # "num" | "cell" | "slice"
+    value: str
+
+
+class V3GetMethodResult(TypedDict, total=False):
+    gas_used: int
+    exit_code: int
+    stack: list[V3StackEntry]
+
+
+class Toncenter:
+    """GET/POST JSON against an ordered list of toncenter base URLs, with failover."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        api_key: str | None = None,
+        pin: Callable[[str], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one toncenter url is needed")
+        self.urls = [u.rstrip("/") for u in urls]
+        self._preferred = 0
+        self._pin = pin
+        self._pinned: set[str] = set()
+        self._wrong: set[str] = set()
+        headers = {"accept": "application/json"}
+        if api_key:
+            headers["X-API-Key"] = api_key
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            headers=headers,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        self.requests_sent = 0  # HTTP round trips, for the benchmark and tests
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def pin_url(self, url: str) -> None:
+        """Check ``url`` with the pin callback now; ``WrongChain`` and ``RpcUnavailable`` pass."""
+        url = url.rstrip("/")
+        if self._pin is not None and url not in self._pinned:
+            try:
+                await self._pin(url)
+            except WrongChain:
+                self._wrong.add(url)
+                raise
+            self._pinned.add(url)
+
+    async def request_url(
+        self, url: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
+        """One request to one base URL, no failover (network pinning)."""
+        self.requests_sent += 1
+        try:
+            if body is None:
+                reply = await self._client.get(url.rstrip("/") + path, params=params)
+            else:
+                reply = await self._client.post(url.rstrip("/") + path, json=body)
+        except httpx.HTTPError as exc:
+            raise RpcUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if reply.status_code == 429 or reply.status_code >= 500:
+            raise RpcUnavailable(f"{url}{path}: HTTP {reply.status_code}")
+        if reply.status_code != 200:
+            raise RpcUnavailable(f"{url}{path}: unexpected HTTP {reply.status_code}")
+        try:
+            data = reply.json()
+        except ValueError as exc:
+            raise RpcUnavailable(f"{url}{path}: reply is not JSON") from exc
+        if not isinstance(data, dict):
+            raise RpcUnavailable(f"{url}{path}: reply is not a JSON object")
+        return data
+
+    async def request(
+        self, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
+        """The reply of the first base URL that answers, trying them in order of preference."""
+        last: Exception | None = None
+        for offset in range(len(self.urls)):
+            index = (self._preferred + offset) % len(self.urls)
+            url = self.urls[index]
+            if url in self._wrong:
+                continue
+            try:
+                await self.pin_url(url)
+                data = await self.request_url(url, path, params=params, body=body)
+            except RpcUnavailable as exc:
+                last = exc
+                continue
+            except WrongChain as exc:
+                log.error("toncenter url skipped for good: %s", exc)
+                last = RpcUnavailable(str(exc))
+                continue
+            self._preferred = index
+            return data
+        raise RpcUnavailable(f"every toncenter url failed; last: {last}") from last
+
+    async def transactions(self, **params: Any) -> list[V3Transaction]:
+        data: V3Transactions = await self.request("/api/v3/transactions", params=params)
+        txs = data.get("transactions")
+        if not isinstance(txs, list):
+            raise RpcUnavailable("toncenter transactions reply has no list")
+        return txs
+
+    async def masterchain_info(self, url: str | None = None) -> V3MasterchainInfo:
+        path = "/api/v3/masterchainInfo"
+        data: V3MasterchainInfo = (
+            await self.request(path) if url is None else await self.request_url(url, path)
+        )
+        return data
+
+    async def run_get_method(
+        self, address: str, method: str, stack: list[V3StackEntry]
+    ) -> V3GetMethodResult:
+        body = {"address": address, "method": method, "stack": stack}
+        data: V3GetMethodResult = await self.request("/api/v3/runGetMethod", body=body)
+        return data

@@ -1,0 +1,59 @@
+"""The demo's TON rail: a USDT-like jetton on the local ledger, behind the local toncenter v3.
+
+The demo pays with a standard jetton transfer carrying the challenge's commitment as the forward
+payload comment, and proves it with a locator ``ton:<payee>|<nonce>``, as PipRail clients do: the
+worker finds the payment among the payee wallet's transactions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from chains.ton.codec import normalize_address
+from devchain.ton_chain import TonLedger, account_for
+from devchain.toncenter import ToncenterServer
+
+NETWORK = "tvm:-3"
+MASTER = account_for("demo-usdt-master")
+
+
+@dataclass
+class TonRail:
+    server: ToncenterServer
+    payer: str
+    shop: str
+    slug: str = "ton"
+    title: str = "TON USDT-like jetton (local toncenter v3)"
+    network: str = NETWORK
+    network_settings: dict[str, Any] = field(default_factory=dict)
+    assets: list[dict[str, Any]] = field(default_factory=list)
+    accept: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.network_settings = {"rpc_urls": [self.server.url], "head_cache_seconds": 0.2}
+        self.assets = [{"network": NETWORK, "symbol": "USDT", "asset": MASTER, "decimals": 6}]
+        self.accept = {"asset": MASTER, "pay_to": self.shop, "price": "0.05"}
+
+    def pay(self, accept: dict[str, Any]) -> str:
+        """A jetton transfer to the payee with the memo as forward comment; returns a locator."""
+        payee = normalize_address(accept["payTo"])
+        self.server.ledger.pay_jetton(
+            normalize_address(accept["asset"]),
+            self.payer,
+            payee,
+            int(accept["amount"]),
+            accept["extra"]["memo"],
+        )
+        return f"ton:{payee}|{accept['extra']['nonce']}"
+
+
+@contextlib.contextmanager
+def rail() -> Iterator[TonRail]:
+    server = ToncenterServer(TonLedger(global_id=-3), masters={MASTER}).start()
+    try:
+        yield TonRail(server, account_for("demo-ton-payer"), account_for("demo-ton-shop"))
+    finally:
+        server.stop()

@@ -1,0 +1,155 @@
+"""A local toncenter-v3-shaped HTTP server over a ``TonLedger``, for tests and the demo.
+
+Serves ``GET /api/v3/masterchainInfo``, ``GET /api/v3/transactions`` (by ``hash`` in hex, base64
+or base64url, or by ``account`` with ``start_utime``/``limit``/``sort``) and ``POST
+/api/v3/runGetMethod`` (``get_wallet_address`` of the local jetton masters), in the real reply
+shapes. Switches for what a real indexer does: a transaction not indexed yet
+(``ledger.set_hidden``), not in a masterchain block yet (``pay_*(pending=True)`` then
+``ledger.finalize``), and failures (``fail_next(status, count)`` answers 5xx or 429).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from pytoniq_core import Address, Slice, begin_cell
+
+from chains.ton.codec import canonical_hash, normalize_address, raw_form
+from devchain.ton_chain import TonLedger
+
+
+class ToncenterServer:
+    """The server, on 127.0.0.1 and a free port, in a daemon thread."""
+
+    def __init__(self, ledger: TonLedger | None = None, masters: set[str] | None = None) -> None:
+        self.ledger = ledger or TonLedger()
+        self.masters = set(masters or ())
+        self.requests: list[str] = []
+        self._failures: list[int] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> ToncenterServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def fail_next(self, status: int, count: int = 1) -> None:
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def _take_failure(self) -> int | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
+
+    # -- routes ------------------------------------------------------------------------------
+
+    def masterchain_info(self) -> dict[str, Any]:
+        def block(seqno: int) -> dict[str, Any]:
+            return {
+                "workchain": -1,
+                "shard": "8000000000000000",
+                "seqno": seqno,
+                "root_hash": base64.b64encode(seqno.to_bytes(32, "big")).decode(),
+                "file_hash": base64.b64encode(seqno.to_bytes(32, "little")).decode(),
+                "global_id": self.ledger.global_id,
+                "version": 0,
+                "gen_utime": "0",
+            }
+
+        return {"first": block(1), "last": block(self.ledger.mc_seqno)}
+
+    def transactions(self, q: dict[str, str]) -> dict[str, Any]:
+        ledger = self.ledger
+        with ledger._lock:
+            if "hash" in q:
+                key = canonical_hash(q["hash"])
+                rec = ledger.txs.get(key or "")
+                found = [rec] if rec is not None and not rec.hidden else []
+            else:
+                account = normalize_address(q["account"])
+                since = int(q.get("start_utime", 0))
+                found = [
+                    r
+                    for h in ledger.by_account.get(account, [])
+                    if not (r := ledger.txs[h]).hidden and r.now >= since
+                ]
+                found.sort(key=lambda r: r.lt, reverse=q.get("sort", "desc") == "desc")
+                found = found[: int(q.get("limit", 10))]
+            txs = [json.loads(json.dumps(r.v3)) for r in found]
+        return {"transactions": txs, "address_book": {}}
+
+    def run_get_method(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        master = normalize_address(str(body.get("address")))
+        if master not in self.masters or body.get("method") != "get_wallet_address":
+            return 200, {"gas_used": 0, "exit_code": 11, "stack": []}
+        arg = Slice.one_from_boc(base64.b64decode(body["stack"][0]["value"]))
+        owner = raw_form(arg.load_address())
+        wallet = Address(self.ledger.jetton_wallet(master, owner))
+        cell = begin_cell().store_address(wallet).end_cell()
+        value = base64.b64encode(cell.to_boc()).decode()
+        return 200, {"gas_used": 4_000, "exit_code": 0, "stack": [{"type": "cell", "value": value}]}
+
+
+def _handler(server: ToncenterServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: tests and the demo print what matters themselves."""
+
+        def _reply(self, status: int, payload: Any) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _route(self, body: dict[str, Any] | None) -> None:
+            url = urlparse(self.path)
+            server.requests.append(url.path)
+            failure = server._take_failure()
+            if failure is not None:
+                self._reply(failure, {"error": "injected failure", "code": failure})
+                return
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            try:
+                if url.path == "/api/v3/masterchainInfo":
+                    self._reply(200, server.masterchain_info())
+                elif url.path == "/api/v3/transactions":
+                    self._reply(200, server.transactions(query))
+                elif url.path == "/api/v3/runGetMethod" and body is not None:
+                    self._reply(*server.run_get_method(body))
+                else:
+                    self._reply(404, {"error": "not found", "code": 404})
+            except (ValueError, KeyError, IndexError) as exc:
+                self._reply(422, {"error": str(exc), "code": 422})
+
+        def do_GET(self) -> None:
+            self._route(None)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", 0))
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                self._reply(400, {"error": "bad json", "code": 400})
+                return
+            self._route(body if isinstance(body, dict) else {})
+
+    return Handler

@@ -1,0 +1,206 @@
+"""End to end on TON: gate, Redis, arq worker, TON adapter, local toncenter v3, receipt."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from devchain.ton_chain import account_for
+from tests.harness_ton import MASTER, NETWORK, PAYEE, PAYER, STRANGER, TonEnv, friendly, ton_env
+from tests.support import SettingsFactory, connected_gate, running_worker
+from verifier.gate import Gate, Offer
+from verifier.models import (
+    Accept,
+    Failure,
+    PaymentPayload,
+    ProofBody,
+    ReasonCode,
+    Receipt,
+    ResourceInfo,
+)
+from verifier.settings import AcceptSettings
+from verifier.wire import decode_payment_required, encode_json
+
+RESOURCE = "http://ton.test/item"
+TON = {"asset": "native", "amount": 20_000_000}
+JETTON = {"asset": "JUSD", "amount": 1_500_000}
+
+
+class TonShop:
+    def __init__(self, gate: Gate, env: TonEnv) -> None:
+        self.gate = gate
+        self.env = env
+
+    def offer(self, **terms: Any) -> tuple[Accept, list[Offer]]:
+        spec: dict[str, Any] = {"network": NETWORK, "pay_to": friendly(PAYEE), **TON, **terms}
+        offers = self.gate.offers([AcceptSettings(**spec)])
+        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers)
+        return decode_payment_required(encode_json(required)).accepts[0], offers
+
+    async def settle(
+        self, accept: Accept, tx: str, offers: list[Offer], wait: float = 10
+    ) -> Receipt | Failure:
+        header = encode_json(
+            PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
+        )
+        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
+
+
+@pytest.fixture
+async def shop(make_settings: SettingsFactory, redis: Any) -> AsyncIterator[TonShop]:
+    with ton_env() as env:
+        assets = [{"network": NETWORK, "symbol": "JUSD", "asset": MASTER, "decimals": 6}]
+        settings = make_settings(networks={NETWORK: env.network_settings()}, assets=assets)
+        async with connected_gate(settings) as gate, running_worker(settings):
+            yield TonShop(gate, env)
+
+
+def strip_pin(requests: list[str]) -> list[str]:
+    assert requests.count("/api/v3/masterchainInfo") <= 1
+    return [r for r in requests if r != "/api/v3/masterchainInfo"]
+
+
+def reason(outcome: Receipt | Failure) -> ReasonCode | None:
+    return None if isinstance(outcome, Receipt) else outcome.error_reason
+
+
+def paid(outcome: Receipt | Failure) -> str:
+    assert isinstance(outcome, Receipt), outcome
+    return str(outcome.extensions["onchain-proof"]["paidAmount"])
+
+
+async def test_ton_payment_with_comment_and_hash_forms(shop: TonShop) -> None:
+    accept, offers = shop.offer()
+    tx = shop.env.ledger.pay_ton(PAYER, PAYEE, 25_000_000, accept.extra.memo)
+    url_safe = base64.urlsafe_b64encode(bytes.fromhex(tx)).decode()
+    before = len(shop.env.server.requests)
+    outcome = await shop.settle(accept, url_safe, offers)
+    assert isinstance(outcome, Receipt), outcome
+    assert outcome.transaction == tx and outcome.payer == PAYER
+    ext = outcome.extensions["onchain-proof"]
+    assert ext["paidAmount"] == "25000000" and ext["bound"] is True
+    assert ext["consumptionKey"] == f"{NETWORK}:{tx}"
+    assert abs(ext["blockTime"] - time.time()) < 60
+    # one toncenter request for a verification (the transaction by hash), besides the
+    # masterchainInfo read that pins the network once when the worker starts
+    assert strip_pin(shop.env.server.requests[before:]) == ["/api/v3/transactions"]
+
+
+async def test_jetton_payment_with_forward_comment(shop: TonShop) -> None:
+    accept, offers = shop.offer(**JETTON)
+    _, owner_tx = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 1_500_000, accept.extra.memo)
+    assert owner_tx is not None
+    outcome = await shop.settle(accept, owner_tx, offers)  # the owner's notification
+    assert paid(outcome) == "1500000" and isinstance(outcome, Receipt)
+    assert outcome.payer == PAYER and outcome.extensions["onchain-proof"]["bound"] is True
+    other, offers2 = shop.offer(**JETTON)
+    # the payee wallet's transaction is the same payment: its master derives that wallet
+    wallet_tx2, _ = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 1_500_000, other.extra.memo)
+    before = len(shop.env.server.requests)
+    assert paid(await shop.settle(other, wallet_tx2, offers2)) == "1500000"
+    assert strip_pin(shop.env.server.requests[before:]) == ["/api/v3/transactions"]  # cached
+
+
+async def test_fake_jetton_wallet_does_not_count(shop: TonShop) -> None:
+    accept, offers = shop.offer(**JETTON)
+    fake = account_for("look-alike jetton wallet")
+    tx = shop.env.ledger.fake_notification(fake, PAYER, PAYEE, 10**9, accept.extra.memo)
+    assert reason(await shop.settle(accept, tx, offers)) is ReasonCode.WRONG_ASSET
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ({"bounced": True}, ReasonCode.TRANSFER_NOT_FOUND),
+        ({"aborted": True}, ReasonCode.TX_REVERTED),
+        ({"comment": None}, ReasonCode.BINDING_MISSING),
+        ({"comment": "another challenge"}, ReasonCode.BINDING_MISSING),
+        ({"to": STRANGER}, ReasonCode.WRONG_RECIPIENT),
+    ],
+)
+async def test_ton_payments_that_do_not_count(
+    shop: TonShop, how: dict[str, Any], expected: ReasonCode
+) -> None:
+    accept, offers = shop.offer()
+    comment = how.pop("comment", accept.extra.memo)
+    to = how.pop("to", PAYEE)
+    tx = shop.env.ledger.pay_ton(PAYER, to, 20_000_000, comment, **how)
+    outcome = await shop.settle(accept, tx, offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, outcome
+    assert outcome.error_reason is expected, outcome
+
+
+async def test_locator_picks_the_transaction_with_the_commitment(shop: TonShop) -> None:
+    accept, offers = shop.offer()
+    ledger, memo = shop.env.ledger, accept.extra.memo
+    ledger.pay_ton(PAYER, PAYEE, 20_000_000, "someone else's order")
+    ledger.pay_ton(PAYER, PAYEE, 20_000_000, memo, aborted=True)
+    ledger.pay_ton(PAYER, PAYEE, 20_000_000, memo, bounced=True)
+    good = ledger.pay_ton(PAYER, PAYEE, 20_000_000, memo)
+    ledger.pay_ton(STRANGER, PAYEE, 5, "later noise")
+    locator = f"ton:{friendly(PAYEE, bounceable=False)}|{accept.extra.nonce}"
+    outcome = await shop.settle(accept, locator, offers)
+    assert isinstance(outcome, Receipt), outcome
+    assert outcome.transaction == good
+    assert outcome.extensions["onchain-proof"]["consumptionKey"] == f"{NETWORK}:{good}"
+    # the same payment named by its hash is the same consumption: no second use
+    other, offers2 = shop.offer(binding="none")
+    assert reason(await shop.settle(other, good, offers2)) is ReasonCode.TX_ALREADY_USED
+    stranger_locator = f"ton:{PAYEE}|n1.someone.elses.nonce"
+    third, offers3 = shop.offer()
+    assert reason(await shop.settle(third, stranger_locator, offers3)) is (
+        ReasonCode.INVALID_PAYLOAD
+    )
+
+
+async def test_jetton_locator_scans_the_payee_wallet(shop: TonShop) -> None:
+    accept, offers = shop.offer(**JETTON)
+    shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 7, "noise")
+    wallet_tx, _ = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 1_500_000, accept.extra.memo)
+    outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+    assert isinstance(outcome, Receipt) and outcome.transaction == wallet_tx, outcome
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        PAYEE,
+        friendly(PAYEE),
+        friendly(PAYEE, bounceable=False),
+        friendly(PAYEE, testnet=True, bounceable=False),
+    ],
+)
+async def test_offer_address_forms(shop: TonShop, form: str) -> None:
+    accept, offers = shop.offer(pay_to=form)
+    tx = shop.env.ledger.pay_ton(PAYER, PAYEE, 20_000_000, accept.extra.memo)
+    outcome = await shop.settle(accept, tx, offers)
+    assert isinstance(outcome, Receipt) and outcome.pay_to == form, outcome
+
+
+async def test_not_indexed_then_not_final_then_final(shop: TonShop) -> None:
+    accept, offers = shop.offer()
+    ledger = shop.env.ledger
+    tx = ledger.pay_ton(PAYER, PAYEE, 20_000_000, accept.extra.memo, pending=True, hidden=True)
+    first = await shop.settle(accept, tx, offers, wait=0.5)
+    assert isinstance(first, Failure) and first.error_reason is ReasonCode.TX_NOT_FOUND
+    ledger.set_hidden(tx, False)
+    second = await shop.settle(accept, tx, offers, wait=0.5)
+    assert isinstance(second, Failure) and second.transient
+    assert second.error_reason is ReasonCode.INSUFFICIENT_CONFIRMATIONS
+    ledger.finalize(tx)
+    final = await shop.settle(accept, tx, offers)
+    assert isinstance(final, Receipt), final
+    assert final.extensions["onchain-proof"]["blockRef"].startswith(f"{ledger.mc_seqno}:")
+
+
+async def test_rate_limits_and_server_errors_are_retried(shop: TonShop) -> None:
+    accept, offers = shop.offer()
+    tx = shop.env.ledger.pay_ton(PAYER, PAYEE, 20_000_000, accept.extra.memo)
+    shop.env.server.fail_next(429)
+    shop.env.server.fail_next(503, 2)
+    outcome = await shop.settle(accept, tx, offers)
+    assert isinstance(outcome, Receipt), outcome
