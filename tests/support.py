@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from verifier.gate import Gate
@@ -12,6 +13,9 @@ from verifier.settings import Settings
 from verifier.worker import make_worker
 
 KEY = "test-key-0123456789abcdef0123456789abcdef"
+# Real recorded chain API responses (with their provenance in RECORDED/README.md), kept in the
+# repository so that a fresh clone tests its parsers and servers against them.
+RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 SettingsFactory = Callable[..., Settings]
 
 

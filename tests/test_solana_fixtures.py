@@ -13,16 +13,15 @@ from solders.keypair import Keypair
 from chains.solana import SolanaAdapter, associated_token_account, observe_transaction
 from devchain.solana_ledger import NETWORK, Recorded
 from tests.harness_solana import solana_env
+from tests.support import RECORDED
 from verifier.adapter import Query
 from verifier.models import Finality
 from verifier.settings import NetworkSettings
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "solana"
+FIXTURES = RECORDED / "solana"
 EXTRACTS = sorted((FIXTURES / "solders" / "extracted_from_block").glob("*.json"))
 WSOL = "So11111111111111111111111111111111111111112"
 USDC_DEVNET = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures not present")
 
 
 def load(name: str) -> dict[str, Any]:

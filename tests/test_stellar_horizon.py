@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,13 +15,14 @@ from chains.stellar.horizon import stroops
 from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger
 from tests.harness_stellar import PAYEE, PAYER, SPONSOR, StellarEnv
+from tests.support import RECORDED
 from verifier.adapter import InvalidProof, Query, TxNotFound
 from verifier.matching import Expectation, judge
 from verifier.models import Binding, ReasonCode
 from verifier.settings import NetworkSettings
 
-FIXTURES = Path("/work/shared/fixtures/stellar")
-RECORDED = ["transaction", "transaction_fee_bump", "transaction_muxed_id", "transaction_failed"]
+FIXTURES = RECORDED / "stellar"
+RECORDED_TXS = ["transaction", "transaction_fee_bump", "transaction_muxed_id", "transaction_failed"]
 
 
 def load(name: str) -> dict[str, Any]:
@@ -44,9 +44,6 @@ def same_shape(
     assert set(mine) - skip == set(real) - skip, set(mine) ^ set(real)
     for key in set(real) - skip - {"_links", "preconditions", "claimants"}:
         assert shape(mine[key]) == shape(real[key]), key
-
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="recorded fixtures not present")
 
 
 def test_local_transactions_have_the_recorded_shape() -> None:
@@ -71,7 +68,7 @@ def test_local_transactions_have_the_recorded_shape() -> None:
 
 def test_recorded_operations_are_rebuilt_from_their_xdr() -> None:
     ledger = StellarLedger(Network.PUBLIC_NETWORK_PASSPHRASE)
-    for name in RECORDED:
+    for name in RECORDED_TXS:
         ledger.add_recorded(load(name))
     bump = ledger.find("01f25077d5924dc2381055b22befacfdb7d6466325e2511d9cc0739d23bf14f0")
     assert bump is not None and bump.ops[0]["type"] == "path_payment_strict_receive"
@@ -91,7 +88,7 @@ def test_amounts_are_exact_stroops() -> None:
 @pytest.fixture
 async def pubnet() -> AsyncIterator[StellarAdapter]:
     ledger = StellarLedger(Network.PUBLIC_NETWORK_PASSPHRASE)
-    for name in RECORDED:
+    for name in RECORDED_TXS:
         ledger.add_recorded(load(name))
     with HorizonServer(ledger) as server:
         adapter = StellarAdapter("stellar:pubnet", NetworkSettings(rpc_urls=[server.url]))

@@ -24,10 +24,11 @@ from chains.ton.codec import (
 from devchain.ton_chain import TonLedger, account_for, notification_body
 from devchain.toncenter import ToncenterServer
 from tests.harness_ton import MASTER, PAYEE, PAYER, friendly
+from tests.support import RECORDED
 from verifier.adapter import InvalidProof
 from verifier.settings import NetworkSettings
 
-BOCS = Path("/work/shared/fixtures/ton/ton-core-boc")
+BOCS = RECORDED / "ton" / "ton-core-boc"
 SAMPLE = Path(__file__).parent / "fixtures" / "ton" / "toncenter_v3_transactions.json"
 
 
