@@ -52,7 +52,7 @@ def _toml(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def _rail_config(rails: list[Rail]) -> str:
+def rail_config(rails: list[Rail]) -> str:
     parts = []
     for rail in rails:
         parts.append(f'[networks."{rail.network}"]')
@@ -112,7 +112,7 @@ symbol = "USDC"
 asset = "{token}"
 decimals = 6
 {routes}
-{_rail_config(rails)}"""
+{rail_config(rails)}"""
 
 
 def _b64json(value: str) -> dict[str, Any]:

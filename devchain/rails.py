@@ -27,6 +27,10 @@ class Rail(Protocol):
         """Pay the wire ``accept`` (camelCase JSON) with its memo; return the tx reference."""
         ...
 
+    def requests(self) -> int:
+        """HTTP requests the rail's local chain API has served so far (the benchmark counts)."""
+        ...
+
 
 def rail_modules() -> Iterator[str]:
     import devchain

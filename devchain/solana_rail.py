@@ -20,7 +20,7 @@ class SolanaRail:
     mint: Mint
     payer: Keypair
     shop: Pubkey
-    url: str
+    server: SolanaRpcServer
     slug: str = "solana"
     title: str = "Solana USDC (LiteSVM)"
     network: str = NETWORK
@@ -29,7 +29,7 @@ class SolanaRail:
     accept: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.network_settings = {"rpc_urls": [self.url], "head_cache_seconds": 0.2}
+        self.network_settings = {"rpc_urls": [self.server.url], "head_cache_seconds": 0.2}
         self.assets = [
             {"network": NETWORK, "symbol": "USDC", "asset": str(self.mint.address), "decimals": 6}
         ]
@@ -52,6 +52,9 @@ class SolanaRail:
         ]
         return ledger.execute(ixs, [self.payer])
 
+    def requests(self) -> int:
+        return self.server.requests
+
 
 @contextlib.contextmanager
 def rail() -> Iterator[SolanaRail]:
@@ -60,4 +63,4 @@ def rail() -> Iterator[SolanaRail]:
     payer = ledger.wallet()
     ledger.open_account(payer.pubkey(), mint, 1_000 * 10**6)
     with SolanaRpcServer(ledger) as server:
-        yield SolanaRail(ledger, mint, payer, Keypair().pubkey(), server.url)
+        yield SolanaRail(ledger, mint, payer, Keypair().pubkey(), server)

@@ -42,6 +42,9 @@ class StellarRail:
         tx, _ = self.wallet.submit(self.payer, [op], memo=memo)
         return tx
 
+    def requests(self) -> int:
+        return self.horizon.requests
+
 
 @contextlib.contextmanager
 def rail() -> Iterator[StellarRail]:

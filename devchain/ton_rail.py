@@ -49,6 +49,9 @@ class TonRail:
         )
         return f"ton:{payee}|{accept['extra']['nonce']}"
 
+    def requests(self) -> int:
+        return len(self.server.requests)
+
 
 @contextlib.contextmanager
 def rail() -> Iterator[TonRail]:

@@ -1,0 +1,40 @@
+"""The benchmark's verdicts: each row compares the measured figure with its target."""
+
+from __future__ import annotations
+
+from devchain.bench_table import render, table
+
+RESULTS = {
+    "queue_baseline_jobs_s": 1000.0,
+    "verify_0ms_s": 700.0,
+    "verify_50ms_s": 500.0,
+    "verify_200ms_s": 400.0,
+    "gate_overhead_p50_ms": 6.0,
+    "gate_overhead_p99_ms": 41.0,
+    "gate_overhead_max_ms": 50.0,
+    "rpc_time_ms": 0.5,
+    "evm_rpc_per_verification": 1.05,
+    "solana_rpc_per_verification": 1.3,
+    "challenges_s": 30000.0,
+    "http_paid_rps": 400.0,
+    "http_unpaid_rps": 3000.0,
+    "http_verification_share": 0.8,
+    "scale_1_worker_50ms_s": 500.0,
+    "scale_2_workers_50ms_s": 900.0,
+    "worker_rss_idle_mb": 90.0,
+    "worker_rss_load_mb": 120.0,
+}
+
+
+def test_rows_judge_against_their_targets() -> None:
+    verdict = {row.name: row.ok for row in table(RESULTS)}
+    assert verdict["2 verification, 1 worker, 0 ms RPC"] is True  # 0.70x >= 0.6x
+    assert verdict["3 latency hiding, 50 ms RPC"] is False  # 0.71x < 0.8x
+    assert verdict["3 latency hiding, 200 ms RPC"] is True  # 0.57x >= 0.5x
+    assert verdict["4 gate overhead @100/s p99"] is False
+    assert verdict["5 RPC requests / verification, Solana"] is False
+    assert "5 RPC requests / verification, TON" not in verdict  # not measured, not shown
+    assert verdict["8 scale-out, 2 workers vs 1 @50 ms"] is True  # 1.8x
+    assert verdict["9 worker RSS idle / peak under load"] is True
+    text = render(table(RESULTS))
+    assert "0.70x baseline" in text and "NO" in text
