@@ -115,7 +115,8 @@ class ChallengeSettings(_Section):
 
 class WorkerSettings(_Section):
     max_jobs: int = Field(default=500, ge=1)
-    poll_delay: float = Field(default=0.05, gt=0)
+    # Seconds between queue polls: a new job waits half of it on average before it starts.
+    poll_delay: float = Field(default=0.01, gt=0)
     queue_read_limit: int | None = Field(default=None, ge=1)
     # One attempt's time limit. A worker killed mid-job frees its job this long (+10 s) later.
     job_timeout: float = Field(default=30.0, gt=0)
