@@ -26,7 +26,7 @@ def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None
     s = load_settings(EXAMPLE)
     assert s.redis_url == "redis://elsewhere:6380/1"
     assert s.worker.max_jobs == 42
-    assert s.worker.poll_delay == 0.01  # the rest of the table still comes from the file
+    assert s.networks["eip155:8453"].min_confirmations == 3  # the rest still comes from the file
 
 
 def test_config_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
