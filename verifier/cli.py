@@ -97,6 +97,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 async def _doctor(settings: Settings) -> int:
     from redis.asyncio import Redis
+    from redis.exceptions import RedisError
 
     from verifier.registry import build_adapters, load_plugins
 
@@ -105,7 +106,7 @@ async def _doctor(settings: Settings) -> int:
     try:
         await redis.ping()
         print(f"redis       ok    {settings.redis_url}")
-    except OSError as exc:
+    except (RedisError, OSError) as exc:
         ok = False
         print(f"redis       FAIL  {settings.redis_url}: {exc}")
     finally:
