@@ -177,3 +177,28 @@ async def test_health(http_gate: str) -> None:
     url = http_gate
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{url}/healthz")).text == "ok\n"
+
+
+async def test_redis_down_is_a_503_not_a_crash(evm: EvmEnv, make_settings: SettingsFactory) -> None:
+    from devchain.redis_server import RedisServer
+
+    own = RedisServer().start()
+    accepts = [{"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "amount": 1000}]
+    settings = make_settings(
+        redis_url=own.url,
+        networks={NETWORK: {"rpc_urls": [evm.anvil.url]}},
+        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        routes=[{"path": "/report", "body": "{}", "accepts": accepts}],
+    )
+    try:
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=20) as client:
+            unpaid = await client.get(f"{url}/report")
+            accept = decode_payment_required(unpaid.headers["PAYMENT-REQUIRED"]).accepts[0]
+            body = ProofBody(nonce=accept.extra.nonce, txHash="0x" + "42" * 32)
+            proof = encode_json(PaymentPayload(accepted=accept, payload=body))
+            own.stop()
+            down = await client.get(f"{url}/report", headers={"PAYMENT-SIGNATURE": proof})
+            assert down.status_code == 503 and down.headers["Retry-After"] == "2"
+            assert (await client.get(f"{url}/report")).status_code == 402  # offers need no Redis
+    finally:
+        own.stop()

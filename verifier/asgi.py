@@ -6,14 +6,17 @@
 * A bad proof: ``402`` with the failure in ``PAYMENT-RESPONSE`` and a fresh challenge.
 * A pending proof (not confirmed within ``gate.settle_timeout``): ``402`` with the transient
   failure and ``Retry-After``; the verification keeps running, send the same proof again.
+* Redis unreachable: ``503`` with ``Retry-After``; nothing was consumed, the same proof works later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +26,8 @@ from verifier.gate import Gate, Offer
 from verifier.models import Failure, PaymentRequired, ResourceInfo
 from verifier.settings import RouteSettings, Settings
 from verifier.wire import PAYMENT_REQUIRED, encode_json, proof_header, response_headers
+
+log = logging.getLogger(__name__)
 
 # Headers that describe one hop or carry the payment, never forwarded upstream or back.
 _HOP = {
@@ -69,7 +74,17 @@ class PaidRoute:
         header = proof_header(request.headers)
         if header is None:
             return _json_402(self.gate.challenge(resource, self.offers, error="payment required"))
-        outcome = await self.gate.settle(header, resource=resource.url, offers=self.offers)
+        try:
+            outcome = await self.gate.settle(header, resource=resource.url, offers=self.offers)
+        except RedisError as exc:
+            # The proof is not lost: the client keeps it and sends it again.
+            log.error("settle failed, Redis unavailable: %s", exc)
+            return Response(
+                '{"error": "verification queue unavailable, retry the same proof"}',
+                status_code=503,
+                headers={"Retry-After": "2"},
+                media_type="application/json",
+            )
         paid = response_headers(outcome)
         if isinstance(outcome, Failure):
             extra = dict(paid)
