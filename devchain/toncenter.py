@@ -1,7 +1,9 @@
 """A local toncenter-v3-shaped HTTP server over a ``TonLedger``, for tests and the demo.
 
 Serves ``GET /api/v3/masterchainInfo``, ``GET /api/v3/transactions`` (by ``hash`` in hex, base64
-or base64url, or by ``account`` with ``start_utime``/``limit``/``sort``) and ``POST
+or base64url, or by ``account`` with ``start_utime``/``limit``/``sort``), ``GET
+/api/v3/transactionsByMessage`` (by ``msg_hash`` and ``direction``: ``in`` for the transaction
+that received the message, ``out`` for the one that sent it) and ``POST
 /api/v3/runGetMethod`` (``get_wallet_address`` of the local jetton masters), in the real reply
 shapes. Switches for what a real indexer does: a transaction not indexed yet
 (``ledger.set_hidden``), not in a masterchain block yet (``pay_*(pending=True)`` then
@@ -93,6 +95,18 @@ class ToncenterServer:
             txs = [json.loads(json.dumps(r.v3)) for r in found]
         return {"transactions": txs, "address_book": {}}
 
+    def transactions_by_message(self, q: dict[str, str]) -> dict[str, Any]:
+        ledger = self.ledger
+        key = canonical_hash(q["msg_hash"])
+        outgoing = q.get("direction", "out") == "out"
+        with ledger._lock:
+            found = []
+            for rec in ledger.txs.values():
+                msgs = rec.v3.get("out_msgs") or [] if outgoing else [rec.v3.get("in_msg") or {}]
+                if not rec.hidden and any(canonical_hash(m.get("hash", "")) == key for m in msgs):
+                    found.append(json.loads(json.dumps(rec.v3)))
+        return {"transactions": found[: int(q.get("limit", 10))], "address_book": {}}
+
     def run_get_method(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         master = normalize_address(str(body.get("address")))
         if master not in self.masters or body.get("method") != "get_wallet_address":
@@ -133,6 +147,8 @@ def _handler(server: ToncenterServer) -> type[BaseHTTPRequestHandler]:
                     self._reply(200, server.masterchain_info())
                 elif url.path == "/api/v3/transactions":
                     self._reply(200, server.transactions(query))
+                elif url.path == "/api/v3/transactionsByMessage":
+                    self._reply(200, server.transactions_by_message(query))
                 elif url.path == "/api/v3/runGetMethod" and body is not None:
                     self._reply(*server.run_get_method(body))
                 else:

@@ -14,7 +14,7 @@ from chains.solana import SolanaAdapter, associated_token_account, observe_trans
 from devchain.solana_ledger import NETWORK, Recorded
 from tests.harness_solana import solana_env
 from tests.support import RECORDED
-from verifier.adapter import Query
+from verifier.adapter import NotFinal, Query, RpcUnavailable, TxNotFound
 from verifier.models import Finality
 from verifier.settings import NetworkSettings
 
@@ -180,3 +180,70 @@ def test_server_shape_matches_real_responses() -> None:
     recent = load("metamask_snap/send-usdc-transfer.json")["meta"]
     for key, value in recent.items():
         assert type(ours["meta"][key]) is type(value), key
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda tx: tx["meta"].update(innerInstructions=[{"index": 0}]),
+        lambda tx: tx["meta"].update(preBalances=["a"] * len(tx["meta"]["preBalances"])),
+        lambda tx: tx["meta"].update(postTokenBalances=["not a balance"]),
+        lambda tx: tx["meta"].update(preTokenBalances=[{"accountIndex": 1, "uiTokenAmount": 5}]),
+        lambda tx: tx["transaction"]["message"].update(accountKeys=[None, 3]),
+        lambda tx: tx.update(transaction=[]),
+        lambda tx: tx.update(meta="ok"),
+    ],
+)
+def test_malformed_transactions_are_transient(mangle: Any) -> None:
+    tx = json.loads(json.dumps(load("metamask_snap/send-usdc-transfer.json")))
+    mangle(tx)
+    with pytest.raises(RpcUnavailable):
+        observe(tx, USDC_DEVNET, "BXT1K8kzYXWMi6ihg7m9UqiHW4iJbJ69zumELHE9oBLe")
+
+
+class _Rpc:
+    def __init__(self, replies: dict[str, Any]) -> None:
+        self.replies = replies
+
+    async def call(self, method: str, params: Any) -> Any:
+        return self.replies[method]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "raised"),
+    [
+        ({"value": []}, TxNotFound),
+        ({"value": [None]}, TxNotFound),
+        ({"value": ["garbage"]}, RpcUnavailable),
+        ({"context": {}}, RpcUnavailable),
+        ({"value": [{"confirmationStatus": "processed"}]}, NotFinal),
+    ],
+)
+async def test_signature_status_replies(statuses: Any, raised: type[Exception]) -> None:
+    adapter = SolanaAdapter(NETWORK, NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
+    adapter.rpc = _Rpc({"getTransaction": None, "getSignatureStatuses": statuses})  # type: ignore[assignment]
+    sig = "1" * 64
+    with pytest.raises(raised):
+        await adapter.observe(Query(sig, "native", str(Keypair().pubkey()), 1))
+
+
+async def test_a_malformed_get_transaction_reply_is_transient() -> None:
+    adapter = SolanaAdapter(NETWORK, NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
+    adapter.rpc = _Rpc({"getTransaction": ["not", "a", "transaction"]})  # type: ignore[assignment]
+    with pytest.raises(RpcUnavailable):
+        await adapter.observe(Query("1" * 64, "native", str(Keypair().pubkey()), 1))
+
+
+async def test_a_transaction_is_consumed_under_its_first_signature() -> None:
+    tx = json.loads(json.dumps(load("metamask_snap/send-usdc-transfer.json")))
+    first = tx["transaction"]["signatures"][0]
+    second = str(Keypair().sign_message(b"co-signer"))
+    tx["transaction"]["signatures"].append(second)
+    adapter = SolanaAdapter(NETWORK, NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
+    adapter.rpc = _Rpc({"getTransaction": tx, "getSlot": tx["slot"] + 5})  # type: ignore[assignment]
+    recipient = "BXT1K8kzYXWMi6ihg7m9UqiHW4iJbJ69zumELHE9oBLe"
+    by_first = await adapter.observe(Query(first, USDC_DEVNET, recipient, 1))
+    by_second = await adapter.observe(Query(second, USDC_DEVNET, recipient, 1))
+    assert by_first.txid == by_second.txid == first
+    with pytest.raises(RpcUnavailable):  # a node answering about another transaction
+        await adapter.observe(Query(str(Keypair().sign_message(b"x")), USDC_DEVNET, recipient, 1))

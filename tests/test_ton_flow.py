@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from chains.ton import TONAdapter
 from devchain.ton_chain import account_for
 from tests.harness_ton import MASTER, NETWORK, PAYEE, PAYER, STRANGER, TonEnv, friendly, ton_env
 from tests.support import SettingsFactory, connected_gate, running_worker
+from verifier.adapter import Query, RpcUnavailable
 from verifier.gate import Gate, Offer
 from verifier.models import (
     Accept,
@@ -22,7 +25,7 @@ from verifier.models import (
     Receipt,
     ResourceInfo,
 )
-from verifier.settings import AcceptSettings
+from verifier.settings import AcceptSettings, NetworkSettings
 from verifier.wire import decode_payment_required, encode_json
 
 RESOURCE = "http://ton.test/item"
@@ -204,3 +207,65 @@ async def test_rate_limits_and_server_errors_are_retried(shop: TonShop) -> None:
     shop.env.server.fail_next(503, 2)
     outcome = await shop.settle(accept, tx, offers)
     assert isinstance(outcome, Receipt), outcome
+
+
+async def test_one_jetton_payment_pays_once_by_either_transaction(shop: TonShop) -> None:
+    """The payee wallet's internal_transfer and the owner's notification are one payment."""
+    first, offers = shop.offer(binding="none", **JETTON)
+    wallet_tx, owner_tx = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 1_500_000, "x")
+    assert owner_tx is not None
+    receipt = await shop.settle(first, wallet_tx, offers)
+    assert isinstance(receipt, Receipt) and receipt.transaction == wallet_tx, receipt
+    second, offers2 = shop.offer(binding="none", **JETTON)
+    assert reason(await shop.settle(second, owner_tx, offers2)) is ReasonCode.TX_ALREADY_USED
+    # and the other way round: a proof by the notification names the wallet's transaction
+    third, offers3 = shop.offer(binding="none", **JETTON)
+    wallet_tx, owner_tx = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 1_500_000, "y")
+    assert owner_tx is not None
+    by_owner = await shop.settle(third, owner_tx, offers3)
+    assert isinstance(by_owner, Receipt) and by_owner.transaction == wallet_tx, by_owner
+    assert by_owner.extensions["onchain-proof"]["consumptionKey"] == f"{NETWORK}:{wallet_tx}"
+    fourth, offers4 = shop.offer(binding="none", **JETTON)
+    assert reason(await shop.settle(fourth, wallet_tx, offers4)) is ReasonCode.TX_ALREADY_USED
+
+
+def _mangled(tx: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    copy = json.loads(json.dumps(tx))
+    target = copy
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return copy
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("now",), _DELETE),  # no block time: never a final tx_before_challenge
+        (("now",), "soon"),
+        (("account",), None),
+        (("in_msg", "destination"), None),
+        (("in_msg", "source"), "not an address"),
+        (("in_msg", "value"), "12.5"),
+        (("in_msg", "message_content", "body"), "!!not base64!!"),
+        (("description",), "ord"),
+        (("in_msg",), ["a list"]),
+    ],
+)
+async def test_malformed_toncenter_transactions_are_transient(
+    shop: TonShop, path: tuple[str, ...], value: Any
+) -> None:
+    accept, _ = shop.offer()
+    tx = shop.env.ledger.pay_ton(PAYER, PAYEE, 20_000_000, accept.extra.memo)
+    record = shop.env.ledger.txs[tx].v3
+    adapter = TONAdapter(NETWORK, NetworkSettings(rpc_urls=[shop.env.server.url]))
+    query = Query(tx, "native", PAYEE, 1, accept.extra.memo, int(time.time()) - 5)
+    assert (await adapter._observation(record, query)).transfers  # the intact one reads fine
+    with pytest.raises(RpcUnavailable):
+        await adapter._observation(_mangled(record, path, value), query)  # type: ignore[arg-type]

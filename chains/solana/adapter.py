@@ -147,9 +147,13 @@ class SolanaAdapter:
             "getSignatureStatuses", [[txid], {"searchTransactionHistory": False}]
         )
         values = reply.get("value") if isinstance(reply, dict) else None
-        status: RpcSignatureStatus | None = values[0] if isinstance(values, list) else None
+        if not isinstance(values, list):
+            raise RpcUnavailable(f"malformed getSignatureStatuses reply for {txid}")
+        status: RpcSignatureStatus | None = values[0] if values else None
         if status is None:
             raise TxNotFound(f"{txid} is not known to the node")
+        if not isinstance(status, dict):
+            raise RpcUnavailable(f"malformed getSignatureStatuses reply for {txid}")
         raise NotFinal(
             f"{txid} is {status.get('confirmationStatus') or 'processed'}, "
             f"{self.commitment} is required"
@@ -166,8 +170,21 @@ class SolanaAdapter:
         )
         if tx is None:
             await self._not_returned(query.txid)
-        assert tx is not None  # _not_returned always raises
-        obs = observe_transaction(tx, query.txid, query)
+        if not isinstance(tx, dict):
+            raise RpcUnavailable(f"{query.txid}: malformed getTransaction reply")
+        # The id of a transaction is its first signature: a reference by another of its
+        # signatures, or in another encoding, is the same payment and one consumption key.
+        inner = tx.get("transaction") if isinstance(tx, dict) else None
+        signatures = inner.get("signatures") if isinstance(inner, dict) else None
+        txid = query.txid
+        if isinstance(signatures, list) and signatures:
+            if query.txid not in signatures:
+                raise RpcUnavailable(f"the node answered for another transaction than {query.txid}")
+            try:
+                txid = self.canonical_txid(str(signatures[0]))
+            except InvalidProof as exc:
+                raise RpcUnavailable(f"malformed signature in the reply for {query.txid}") from exc
+        obs = observe_transaction(tx, txid, query)
         slot = tx.get("slot")
         if not isinstance(slot, int):
             raise RpcUnavailable(f"{query.txid}: getTransaction reply has no slot")

@@ -108,9 +108,13 @@ def _account_keys(tx: RpcTransaction) -> tuple[list[str], set[str]]:
     message = tx.get("transaction", {}).get("message", {})
     raw = message.get("accountKeys") or []
     if raw and isinstance(raw[0], dict):
-        keys = [str(k.get("pubkey", "")) for k in raw]
+        keys = [k.get("pubkey") for k in raw]
+        if not all(isinstance(k, str) for k in keys):
+            raise RpcUnavailable("malformed accountKeys in RPC reply")
         signers = {str(k.get("pubkey")) for k in raw if k.get("signer")}
         return keys, signers
+    if not all(isinstance(k, str) for k in raw):
+        raise RpcUnavailable("malformed accountKeys in RPC reply")
     keys = [str(k) for k in raw]
     count = int(message.get("header", {}).get("numRequiredSignatures", 1))
     signers = set(keys[:count])
@@ -166,7 +170,18 @@ def _b58decode(text: str) -> bytes:
 
 
 def observe_transaction(tx: RpcTransaction, txid: str, query: Query) -> Observation:
-    """Turn one ``getTransaction`` result into an ``Observation`` (finality is the caller's)."""
+    """Turn one ``getTransaction`` result into an ``Observation`` (finality is the caller's).
+
+    A reply that does not have the RPC's shape is ``RpcUnavailable`` (transient), never an
+    exception of another kind.
+    """
+    try:
+        return _observe(tx, txid, query)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise RpcUnavailable(f"{txid}: malformed getTransaction reply: {exc!r:.200}") from exc
+
+
+def _observe(tx: RpcTransaction, txid: str, query: Query) -> Observation:
     meta = tx.get("meta")
     if meta is None:
         raise RpcUnavailable(f"{txid}: the node returned the transaction without its meta")
@@ -220,6 +235,8 @@ def observe_transaction(tx: RpcTransaction, txid: str, query: Query) -> Observat
     for index, (before, after) in enumerate(
         zip(meta.get("preBalances") or [], meta.get("postBalances") or [], strict=False)
     ):
+        if not isinstance(before, int) or not isinstance(after, int):
+            raise RpcUnavailable(f"{txid}: malformed lamport balances in RPC reply")
         if after > before and index < len(keys):
             transfers.append(Transfer(NATIVE, fee_payer, keys[index], after - before))
 

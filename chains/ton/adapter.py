@@ -31,6 +31,7 @@ from pytoniq_core import Address, begin_cell
 
 from chains.jsonrpc import SharedReads
 from chains.ton.codec import (
+    _PARSE_ERRORS,
     OP_TRANSFER_NOTIFICATION,
     JettonMessage,
     body_op,
@@ -229,12 +230,23 @@ class TONAdapter:
         return found[0][1]
 
     async def _observation(self, tx: V3Transaction, query: Query) -> Observation:
+        """``_read`` with a malformed indexer reply mapped to ``RpcUnavailable`` (transient)."""
+        try:
+            return await self._read(tx, query)
+        except (KeyError, AttributeError, *_PARSE_ERRORS) as exc:
+            raise RpcUnavailable(f"malformed toncenter transaction: {exc!r:.200}") from exc
+
+    async def _read(self, tx: V3Transaction, query: Query) -> Observation:
         txid = _b64_hex(tx.get("hash"))
         if txid is None:
             raise RpcUnavailable("toncenter transaction without a hash")
         mc_seqno = tx.get("mc_block_seqno")
         if not isinstance(mc_seqno, int) or tx.get("emulated"):
             raise NotFinal(f"{txid} is not in a masterchain block yet")
+        now = tx.get("now")
+        if not isinstance(now, int) or isinstance(now, bool) or now <= 0:
+            # never a block time of 0: that would be a final ``tx_before_challenge``
+            raise RpcUnavailable(f"{txid}: toncenter transaction without a time ({now!r})")
         account = normalize_address(str(tx.get("account")))
         descr = tx.get("description") or {}
         compute = descr.get("compute_ph") or {}
@@ -246,6 +258,7 @@ class TONAdapter:
         )
         transfers: list[Transfer] = []
         memos: list[str] = []
+        canonical = txid
         in_msg = tx.get("in_msg")
         if in_msg and in_msg.get("source") and not in_msg.get("bounced"):
             if normalize_address(str(in_msg.get("destination"))) != account:
@@ -255,7 +268,7 @@ class TONAdapter:
             comment = comment_of(body)
             if comment is not None:
                 memos.append(comment)
-            value = int(in_msg.get("value") or 0)
+            value = _nanotons(in_msg.get("value"))
             if success and value > 0:
                 transfers.append(Transfer(NATIVE, source, account, value))
             jetton = jetton_message(body)
@@ -263,6 +276,11 @@ class TONAdapter:
                 counted = await self._jetton_transfer(tx, query, account, source, jetton)
                 if counted is not None:
                     transfers.append(counted)
+                    if counted.asset == query.asset and jetton.op == OP_TRANSFER_NOTIFICATION:
+                        # One jetton payment is two transactions (the payee wallet's
+                        # internal_transfer, then its owner's notification): both name it, by
+                        # the wallet's hash, so that it cannot be consumed once under each.
+                        canonical = await self._sender_tx(in_msg, source)
                     if jetton.forward_comment is not None and counted.asset == query.asset:
                         memos.append(jetton.forward_comment)
         payers = {
@@ -277,18 +295,36 @@ class TONAdapter:
                 last = await self._last_mc_seqno()
             confirmations = max(1, last - mc_seqno + 1)
         ref = tx.get("block_ref") or {}
+        detail: dict[str, Any] = {"account": account, "lt": tx.get("lt"), "mcBlockSeqno": mc_seqno}
+        if canonical != txid:
+            detail["notificationTx"] = txid
         return Observation(
-            txid=txid,
+            txid=canonical,
             success=success,
             block_ref=f"{mc_seqno}:{ref.get('workchain')}:{ref.get('shard')}:{ref.get('seqno')}",
-            block_time=int(tx.get("now") or 0),
+            block_time=now,
             confirmations=confirmations,
             finality=Finality.FINALIZED,
             transfers=tuple(transfers),
             payer=payer,
             memos=tuple(memos),
-            detail={"account": account, "lt": tx.get("lt"), "mcBlockSeqno": mc_seqno},
+            detail=detail,
         )
+
+    async def _sender_tx(self, msg: V3Message, sender: str) -> str:
+        """The hash of ``sender``'s transaction that sent ``msg`` (a jetton notification)."""
+        msg_hash = _b64_hex(msg.get("hash"))
+        if msg_hash is None:
+            raise RpcUnavailable("toncenter message without a hash")
+        for parent in await self._client().transactions_by_message(str(msg.get("hash")), "out"):
+            outs = parent.get("out_msgs") or []
+            if normalize_address(str(parent.get("account"))) == sender and any(
+                _b64_hex(out.get("hash")) == msg_hash for out in outs
+            ):
+                parent_hash = _b64_hex(parent.get("hash"))
+                if parent_hash is not None:
+                    return parent_hash
+        raise TxNotFound(f"the jetton wallet transaction that sent {msg_hash} is not indexed yet")
 
     async def _jetton_transfer(
         self, tx: V3Transaction, query: Query, account: str, source: str, jetton: JettonMessage
@@ -319,6 +355,17 @@ class TONAdapter:
         return False
 
 
+def _nanotons(value: Any) -> int:
+    """A message value (toncenter: a decimal string); ``ValueError`` if it is anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if value is None:
+        return 0
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+        raise ValueError(f"malformed message value {value!r}")
+    return int(value)
+
+
 def _body(msg: V3Message) -> Any:
     """The message body cell, checked against the hash the indexer reports for it."""
     content = msg.get("message_content") or {}
@@ -335,7 +382,10 @@ def _body(msg: V3Message) -> Any:
 def _in_comments(msg: V3Message | None) -> tuple[str, ...]:
     if not msg:
         return ()
-    body = _body(msg)
+    try:
+        body = _body(msg)
+    except (AttributeError, *_PARSE_ERRORS) as exc:
+        raise RpcUnavailable(f"malformed toncenter message: {exc!r:.200}") from exc
     comment = comment_of(body)
     jetton = jetton_message(body)
     found = [c for c in (comment, jetton.forward_comment if jetton else None) if c is not None]

@@ -7,8 +7,9 @@ pinned once (``pin(url)``) before its first use, so an endpoint that was down wh
 started is still checked for the right network before it is believed.
 
 Shapes, as toncenter v3 serves them (``GET /api/v3/transactions``, ``GET
-/api/v3/masterchainInfo``, ``POST /api/v3/runGetMethod``): hashes are standard base64, amounts
-and logical times are decimal strings, raw addresses are ``<wc>:<HEX>`` in upper case.
+/api/v3/transactionsByMessage``, ``GET /api/v3/masterchainInfo``, ``POST
+/api/v3/runGetMethod``): hashes are standard base64, amounts and logical times are decimal
+strings, raw addresses are ``<wc>:<HEX>`` in upper case.
 """
 
 from __future__ import annotations
@@ -216,6 +217,15 @@ class Toncenter:
         txs = data.get("transactions")
         if not isinstance(txs, list):
             raise RpcUnavailable("toncenter transactions reply has no list")
+        return txs
+
+    async def transactions_by_message(self, msg_hash: str, direction: str) -> list[V3Transaction]:
+        """The transactions that received (``in``) or sent (``out``) the message ``msg_hash``."""
+        params = {"msg_hash": msg_hash, "direction": direction, "limit": 8}
+        data: V3Transactions = await self.request("/api/v3/transactionsByMessage", params=params)
+        txs = data.get("transactions")
+        if not isinstance(txs, list):
+            raise RpcUnavailable("toncenter transactionsByMessage reply has no list")
         return txs
 
     async def masterchain_info(self, url: str | None = None) -> V3MasterchainInfo:
