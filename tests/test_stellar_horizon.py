@@ -16,7 +16,7 @@ from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger
 from tests.harness_stellar import PAYEE, PAYER, SPONSOR, StellarEnv
 from tests.support import RECORDED
-from verifier.adapter import InvalidProof, Query, TxNotFound
+from verifier.adapter import InvalidProof, Query, RpcUnavailable, TxNotFound
 from verifier.matching import Expectation, judge
 from verifier.models import Binding, ReasonCode
 from verifier.settings import NetworkSettings
@@ -147,3 +147,72 @@ async def test_unknown_and_garbage_hashes(pubnet: StellarAdapter) -> None:
     assert pubnet.canonical_txid(" " + "AB" * 32) == "ab" * 32
     with pytest.raises(ValueError):
         pubnet.normalize_asset("USDC:GNOTANACCOUNT")
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda page: page["_embedded"]["records"][0]["transaction"].update(ledger="12"),
+        lambda page: page["_embedded"]["records"][0].update(to=None, to_muxed=7),
+        lambda page: page["_embedded"].update(records=["not an operation"]),
+        lambda page: page["_embedded"]["records"].append("not an operation"),
+        lambda page: page.update(_embedded=[]),
+    ],
+)
+async def test_malformed_horizon_pages_are_transient(pubnet: StellarAdapter, mangle: Any) -> None:
+    tx = load("transaction")
+    payee = "GAWKQ5X65RGMP7WOIBWXUN4TVR3JLD4XIZDETYGIK2KZBKWDSXNQEZOA"
+    muxed = MuxedAccount(payee, 7).account_muxed
+    assert muxed is not None
+    real = pubnet._call
+
+    async def mangled(call: Any) -> Any:
+        page = json.loads(json.dumps(await real(call)))
+        mangle(page)
+        return page
+
+    pubnet._call = mangled  # type: ignore[method-assign]
+    with pytest.raises(RpcUnavailable):
+        await pubnet.observe(Query(tx["hash"], "native", muxed, 1))
+
+
+async def test_null_fee_bump_fields_are_read_as_absent(pubnet: StellarAdapter) -> None:
+    tx = load("transaction")
+    real = pubnet._call
+
+    async def nulled(call: Any) -> Any:
+        page = json.loads(json.dumps(await real(call)))
+        page["_embedded"]["records"][0]["transaction"]["fee_bump_transaction"] = None
+        return page
+
+    pubnet._call = nulled  # type: ignore[method-assign]
+    obs = await pubnet.observe(Query(tx["hash"], "native", PAYEE, 1))
+    assert obs.txid == tx["hash"] and obs.detail["outerHash"] is None
+
+
+async def test_a_root_answering_404_does_not_stop_the_worker() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from chains.stellar import StellarAdapter
+    from verifier.settings import NetworkSettings
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    adapter = StellarAdapter.create("stellar:testnet", NetworkSettings(rpc_urls=[url]))
+    try:
+        await adapter.start()  # logged and pinned on first use, like a Horizon that is down
+    finally:
+        await adapter.close()
+        server.shutdown()
+        server.server_close()

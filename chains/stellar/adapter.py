@@ -115,7 +115,10 @@ class StellarAdapter:
     async def _pin(self, url: str) -> None:
         if url in self._pinned:
             return
-        root = await self._request(lambda s: s.root().call(), url)
+        try:
+            root = await self._request(lambda s: s.root().call(), url)
+        except TxNotFound as exc:  # a root that answers 404 is no Horizon we can use (yet)
+            raise RpcUnavailable(f"{url}: no Horizon root endpoint") from exc
         served = root.get("network_passphrase")
         if served != self.passphrase:
             self._wrong.add(url)
@@ -218,6 +221,13 @@ class StellarAdapter:
         return tx, ops
 
     async def observe(self, query: Query) -> Observation:
+        """What Horizon says; a reply that does not have Horizon's shape is ``RpcUnavailable``."""
+        try:
+            return await self._observe(query)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise RpcUnavailable(f"{query.txid}: malformed Horizon reply: {exc!r:.200}") from exc
+
+    async def _observe(self, query: Query) -> Observation:
         tx, ops = await self._operations(query.txid)
         ledger = tx.get("ledger")
         if not isinstance(ledger, int):
@@ -251,7 +261,7 @@ class StellarAdapter:
                 "ledger": ledger,
                 "source": source,
                 "feeAccount": tx.get("fee_account"),
-                "outerHash": tx.get("fee_bump_transaction", {}).get("hash"),
+                "outerHash": (tx.get("fee_bump_transaction") or {}).get("hash"),
             },
         )
 
