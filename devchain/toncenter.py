@@ -91,7 +91,8 @@ class ToncenterServer:
                     if not (r := ledger.txs[h]).hidden and r.now >= since
                 ]
                 found.sort(key=lambda r: r.lt, reverse=q.get("sort", "desc") == "desc")
-                found = found[: int(q.get("limit", 10))]
+                offset = int(q.get("offset", 0))
+                found = found[offset : offset + int(q.get("limit", 10))]
             txs = [json.loads(json.dumps(r.v3)) for r in found]
         return {"transactions": txs, "address_book": {}}
 

@@ -269,3 +269,19 @@ async def test_malformed_toncenter_transactions_are_transient(
     assert (await adapter._observation(record, query)).transfers  # the intact one reads fine
     with pytest.raises(RpcUnavailable):
         await adapter._observation(_mangled(record, path, value), query)  # type: ignore[arg-type]
+
+
+async def test_locator_pages_past_a_busy_payee(make_settings: SettingsFactory, redis: Any) -> None:
+    with ton_env() as env:
+        assets = [{"network": NETWORK, "symbol": "JUSD", "asset": MASTER, "decimals": 6}]
+        small_pages = env.network_settings(options={"scan_limit": 2})
+        settings = make_settings(networks={NETWORK: small_pages}, assets=assets)
+        async with connected_gate(settings) as gate, running_worker(settings):
+            shop = TonShop(gate, env)
+            accept, offers = shop.offer()
+            for i in range(5):  # more unrelated traffic than one page holds
+                env.ledger.pay_ton(STRANGER, PAYEE, 5, f"noise {i}")
+            good = env.ledger.pay_ton(PAYER, PAYEE, 20_000_000, accept.extra.memo)
+            outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+            assert isinstance(outcome, Receipt), outcome
+            assert outcome.transaction == good

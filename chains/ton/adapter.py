@@ -85,6 +85,7 @@ class TONAdapter:
         self.scan_limit = int(config.options.get("scan_limit", 100))
         # A locator scan starts this long before the challenge's issue time (clock skew).
         self.scan_skew = int(config.options.get("scan_skew", 120))
+        self.scan_pages = int(config.options.get("scan_pages", 20))
         self._wallets: SharedReads[str] = SharedReads(_WALLET_TTL, max_entries=4096)
         self._heads: SharedReads[int] = SharedReads(config.head_cache_seconds)
 
@@ -204,22 +205,28 @@ class TONAdapter:
         account = query.pay_to
         if query.asset != NATIVE:
             account = await self.jetton_wallet(query.asset, query.pay_to)
-        txs = await self._client().transactions(
-            account=account,
-            start_utime=max(0, query.issued_at - self.scan_skew),
-            limit=self.scan_limit,
-            sort="asc",
-        )
         found: list[tuple[Observation, V3Transaction]] = []
         pending = False
-        for tx in txs:
-            try:
-                obs = await self._observation(tx, query)
-            except NotFinal:
-                pending = pending or query.memo in _in_comments(tx.get("in_msg"))
-                continue
-            if query.memo in obs.memos:
-                found.append((obs, tx))
+        # Page through the payee's transactions since the challenge (oldest first), up to
+        # scan_pages pages of scan_limit: a busy payee must not hide a payment made in time.
+        for page in range(self.scan_pages):
+            txs = await self._client().transactions(
+                account=account,
+                start_utime=max(0, query.issued_at - self.scan_skew),
+                limit=self.scan_limit,
+                offset=page * self.scan_limit,
+                sort="asc",
+            )
+            for tx in txs:
+                try:
+                    obs = await self._observation(tx, query)
+                except NotFinal:
+                    pending = pending or query.memo in _in_comments(tx.get("in_msg"))
+                    continue
+                if query.memo in obs.memos:
+                    found.append((obs, tx))
+            if len(txs) < self.scan_limit or any(o.success and o.transfers for o, _ in found):
+                break
         if not found:
             if pending:
                 raise NotFinal("the payment is not in a masterchain block yet")
