@@ -18,7 +18,6 @@ Per verification: one batched request for the transaction and its receipt, the h
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any, ClassVar, TypedDict
 
@@ -42,7 +41,6 @@ from verifier.adapter import (
 from verifier.assets import NATIVE
 from verifier.settings import NetworkSettings
 
-log = logging.getLogger(__name__)
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 EIP1271_MAGIC = bytes.fromhex("1626ba7e")
 _SELECTOR_1271 = keccak(text="isValidSignature(bytes32,bytes)")[:4]
@@ -154,19 +152,11 @@ class EVMAdapter:
             self.rpc = JsonRpcClient(
                 self.config.rpc_urls, timeout=self.config.rpc_timeout, pin=self._pin
             )
-        for url in self.config.rpc_urls:
-            try:
-                await self.rpc.pin_url(url)
-            except RpcUnavailable as exc:
-                log.warning(
-                    "%s: %s is unreachable at start; it is checked on first use (%s)",
-                    self.network,
-                    url,
-                    exc,
-                )
-            except WrongChain:
-                await self.close()
-                raise
+        try:
+            await self.rpc.endpoints.pin_all(self.network)
+        except WrongChain:
+            await self.close()
+            raise
 
     async def _pin(self, url: str) -> None:
         served = _int(await self._client().call_url(url, "eth_chainId", []), "eth_chainId")

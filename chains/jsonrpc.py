@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
@@ -17,11 +16,11 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 import orjson
 
-from verifier.adapter import RpcUnavailable, WrongChain
+from chains.endpoints import Endpoints
+from verifier.adapter import RpcUnavailable
 
 T = TypeVar("T")
 _JSON = {"content-type": "application/json"}
-log = logging.getLogger(__name__)
 
 
 class RpcError(RpcUnavailable):
@@ -41,10 +40,7 @@ class JsonRpcClient:
     aiohttp rather than httpx here: this is the worker's hot path, and aiohttp's C parser makes
     each call several times cheaper in CPU (measured with ``make bench``).
 
-    The first URL that works is kept as preferred; when it fails, the next one is tried within
-    the same call, and the preferred URL moves on. ``pin(url)``, when given, is awaited once per
-    URL before its first use and raises ``WrongChain`` if that URL serves another network: such a
-    URL is never used (rule 8 holds for endpoints that were down when the worker started).
+    Failover and network pinning across the URLs: ``chains.endpoints.Endpoints``.
     """
 
     def __init__(
@@ -54,13 +50,7 @@ class JsonRpcClient:
         timeout: float = 10.0,
         pin: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        if not urls:
-            raise ValueError("at least one RPC url is needed")
-        self.urls = list(urls)
-        self._preferred = 0
-        self._pin = pin
-        self._pinned: set[str] = set()
-        self._wrong: set[str] = set()
+        self.endpoints = Endpoints(urls, pin)
         self._ids = itertools.count(1)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -78,16 +68,6 @@ class JsonRpcClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def pin_url(self, url: str) -> None:
-        """Check ``url`` with the pin callback now; ``WrongChain`` and ``RpcUnavailable`` pass."""
-        if self._pin is not None and url not in self._pinned:
-            try:
-                await self._pin(url)
-            except WrongChain:
-                self._wrong.add(url)
-                raise
-            self._pinned.add(url)
 
     async def call_url(self, url: str, method: str, params: list[Any]) -> Any:
         """One call to one URL, no failover (network pinning, diagnostics)."""
@@ -110,28 +90,11 @@ class JsonRpcClient:
         ]
         if len(body) == 1:
             body = body[0]
-        last: Exception | None = None
-        for offset in range(len(self.urls)):
-            index = (self._preferred + offset) % len(self.urls)
-            url = self.urls[index]
-            if url in self._wrong:
-                continue
-            try:
-                await self.pin_url(url)
-                replies = await self._post(url, body)
-                results = self._unpack(replies, ids, calls)
-            except RpcUnavailable as exc:
-                last = exc
-                continue
-            except WrongChain as exc:
-                log.error("RPC url skipped for good: %s", exc)
-                last = RpcUnavailable(str(exc))
-                continue
-            self._preferred = index
-            return results
-        if isinstance(last, RpcError):  # the last node answered with an error: pass it on
-            raise last
-        raise RpcUnavailable(f"every RPC url failed; last: {last}") from last
+
+        async def attempt(url: str) -> list[Any]:
+            return self._unpack(await self._post(url, body), ids, calls)
+
+        return await self.endpoints.first(attempt)
 
     async def _post(self, url: str, body: Any) -> Any:
         self.requests_sent += 1

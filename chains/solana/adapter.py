@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 from typing import ClassVar
 
 from solders.pubkey import Pubkey
@@ -56,8 +55,6 @@ from verifier.adapter import (
 )
 from verifier.assets import NATIVE
 from verifier.settings import NetworkSettings
-
-log = logging.getLogger(__name__)
 
 
 class SolanaAdapter:
@@ -87,14 +84,11 @@ class SolanaAdapter:
             self.rpc = JsonRpcClient(
                 self.config.rpc_urls, timeout=self.config.rpc_timeout, pin=self._pin
             )
-        for url in self.config.rpc_urls:
-            try:
-                await self.rpc.pin_url(url)
-            except RpcUnavailable as exc:
-                log.warning("%s: %s is unreachable at start (%s)", self.network, url, exc)
-            except WrongChain:
-                await self.close()
-                raise
+        try:
+            await self.rpc.endpoints.pin_all(self.network)
+        except WrongChain:
+            await self.close()
+            raise
 
     async def _pin(self, url: str) -> None:
         served = await self._client().call_url(url, "getGenesisHash", [])

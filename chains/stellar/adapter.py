@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar, cast
@@ -43,6 +42,7 @@ from stellar_sdk.exceptions import (
 )
 from stellar_sdk.server_async import ServerAsync
 
+from chains.endpoints import Endpoints
 from chains.jsonrpc import SharedReads
 from chains.stellar import horizon
 from chains.stellar.horizon import HorizonOperation, HorizonPage, HorizonTransaction
@@ -57,7 +57,6 @@ from verifier.adapter import (
 )
 from verifier.settings import NetworkSettings
 
-log = logging.getLogger(__name__)
 PASSPHRASES = {
     "pubnet": Network.PUBLIC_NETWORK_PASSPHRASE,
     "testnet": Network.TESTNET_NETWORK_PASSPHRASE,
@@ -80,9 +79,7 @@ class StellarAdapter:
         self.config = config
         self._client: AiohttpClient | None = None
         self._servers: dict[str, ServerAsync] = {}
-        self._pinned: set[str] = set()
-        self._wrong: set[str] = set()
-        self._preferred = 0
+        self.endpoints = Endpoints(config.rpc_urls, self._pin)
         self._latest: SharedReads[int] = SharedReads(config.head_cache_seconds)
         self.requests_sent = 0  # Horizon round trips, for tests and the benchmark
 
@@ -97,14 +94,11 @@ class StellarAdapter:
             self._servers = {
                 url: ServerAsync(url, client=self._client) for url in self.config.rpc_urls
             }
-        for url in self.config.rpc_urls:
-            try:
-                await self._pin(url)
-            except RpcUnavailable as exc:
-                log.warning("%s: %s is unreachable at start (%s)", self.network, url, exc)
-            except WrongChain:
-                await self.close()
-                raise
+        try:
+            await self.endpoints.pin_all(self.network)
+        except WrongChain:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._client is not None:
@@ -113,17 +107,13 @@ class StellarAdapter:
             self._servers = {}
 
     async def _pin(self, url: str) -> None:
-        if url in self._pinned:
-            return
         try:
             root = await self._request(lambda s: s.root().call(), url)
         except TxNotFound as exc:  # a root that answers 404 is no Horizon we can use (yet)
             raise RpcUnavailable(f"{url}: no Horizon root endpoint") from exc
         served = root.get("network_passphrase")
         if served != self.passphrase:
-            self._wrong.add(url)
             raise WrongChain(f"{url} serves {served!r}, configured {self.network}")
-        self._pinned.add(url)
 
     async def _request(self, call: Callable[[ServerAsync], Awaitable[T]], url: str) -> T:
         """One Horizon GET on one URL, the SDK's errors mapped at this edge."""
@@ -150,22 +140,7 @@ class StellarAdapter:
         A 404 is an answer, not a failure: the transaction may reach a lagging server later,
         and ``TxNotFound`` is retried by the job anyway.
         """
-        urls = self.config.rpc_urls
-        last: Exception | None = None
-        for offset in range(len(urls)):
-            index = (self._preferred + offset) % len(urls)
-            url = urls[index]
-            if url in self._wrong:
-                continue
-            try:
-                await self._pin(url)
-                result = await self._request(call, url)
-            except (RpcUnavailable, WrongChain) as exc:
-                last = exc
-                continue
-            self._preferred = index
-            return result
-        raise RpcUnavailable(f"every Horizon url failed; last: {last}") from last
+        return await self.endpoints.first(lambda url: self._request(call, url))
 
     # -- normalization -------------------------------------------------------------------
 

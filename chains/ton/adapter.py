@@ -23,7 +23,6 @@ carries the challenge's commitment as its comment.
 from __future__ import annotations
 
 import base64
-import logging
 import re
 from typing import Any, ClassVar
 
@@ -59,7 +58,6 @@ from verifier.adapter import (
 from verifier.assets import NATIVE
 from verifier.settings import NetworkSettings
 
-log = logging.getLogger(__name__)
 UNVERIFIED_JETTON = "unverified-jetton:"
 _NETWORK = re.compile(r"^tvm:(-?[0-9]{1,10})$")
 _WALLET_TTL = 7 * 86400.0
@@ -103,14 +101,11 @@ class TONAdapter:
                 api_key=str(api_key) if api_key else None,
                 pin=self._pin,
             )
-        for url in self.config.rpc_urls:
-            try:
-                await self.client.pin_url(url)
-            except RpcUnavailable as exc:
-                log.warning("%s: %s is unreachable at start (%s)", self.network, url, exc)
-            except WrongChain:
-                await self.close()
-                raise
+        try:
+            await self.client.endpoints.pin_all(self.network)
+        except WrongChain:
+            await self.close()
+            raise
 
     async def _pin(self, url: str) -> None:
         info = await self._client().masterchain_info(url)

@@ -14,15 +14,13 @@ strings, raw addresses are ``<wc>:<HEX>`` in upper case.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict
 
 import httpx
 
-from verifier.adapter import RpcUnavailable, WrongChain
-
-log = logging.getLogger(__name__)
+from chains.endpoints import Endpoints
+from verifier.adapter import RpcUnavailable
 
 
 class MessageContent(TypedDict, total=False):
@@ -132,13 +130,7 @@ class Toncenter:
         pin: Callable[[str], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not urls:
-            raise ValueError("at least one toncenter url is needed")
-        self.urls = [u.rstrip("/") for u in urls]
-        self._preferred = 0
-        self._pin = pin
-        self._pinned: set[str] = set()
-        self._wrong: set[str] = set()
+        self.endpoints = Endpoints([u.rstrip("/") for u in urls], pin)
         headers = {"accept": "application/json"}
         if api_key:
             headers["X-API-Key"] = api_key
@@ -152,17 +144,6 @@ class Toncenter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-    async def pin_url(self, url: str) -> None:
-        """Check ``url`` with the pin callback now; ``WrongChain`` and ``RpcUnavailable`` pass."""
-        url = url.rstrip("/")
-        if self._pin is not None and url not in self._pinned:
-            try:
-                await self._pin(url)
-            except WrongChain:
-                self._wrong.add(url)
-                raise
-            self._pinned.add(url)
 
     async def request_url(
         self, url: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
@@ -192,25 +173,9 @@ class Toncenter:
         self, path: str, *, params: dict[str, Any] | None = None, body: Any = None
     ) -> Any:
         """The reply of the first base URL that answers, trying them in order of preference."""
-        last: Exception | None = None
-        for offset in range(len(self.urls)):
-            index = (self._preferred + offset) % len(self.urls)
-            url = self.urls[index]
-            if url in self._wrong:
-                continue
-            try:
-                await self.pin_url(url)
-                data = await self.request_url(url, path, params=params, body=body)
-            except RpcUnavailable as exc:
-                last = exc
-                continue
-            except WrongChain as exc:
-                log.error("toncenter url skipped for good: %s", exc)
-                last = RpcUnavailable(str(exc))
-                continue
-            self._preferred = index
-            return data
-        raise RpcUnavailable(f"every toncenter url failed; last: {last}") from last
+        return await self.endpoints.first(
+            lambda url: self.request_url(url, path, params=params, body=body)
+        )
 
     async def transactions(self, **params: Any) -> list[V3Transaction]:
         data: V3Transactions = await self.request("/api/v3/transactions", params=params)
