@@ -33,16 +33,15 @@ from chains.ton.codec import (
     _PARSE_ERRORS,
     OP_TRANSFER_NOTIFICATION,
     JettonMessage,
-    body_op,
     canonical_hash,
     cell_from_b64,
-    cell_hash_hex,
     comment_of,
     jetton_message,
     normalize_address,
     parse_locator,
     raw_form,
 )
+from chains.ton.messages import b64_hex, in_comments, message_body, nanotons, notified_owners
 from chains.ton.toncenter import Toncenter, V3Message, V3StackEntry, V3Transaction
 from verifier.adapter import (
     Finality,
@@ -61,10 +60,6 @@ from verifier.settings import NetworkSettings
 UNVERIFIED_JETTON = "unverified-jetton:"
 _NETWORK = re.compile(r"^tvm:(-?[0-9]{1,10})$")
 _WALLET_TTL = 7 * 86400.0
-
-
-def _b64_hex(value: Any) -> str | None:
-    return canonical_hash(value) if isinstance(value, str) else None
 
 
 class TONAdapter:
@@ -191,7 +186,7 @@ class TONAdapter:
             if not txs:
                 raise TxNotFound(f"{query.txid} is not indexed (yet)")
             tx = txs[0]
-            if _b64_hex(tx.get("hash")) != query.txid:
+            if b64_hex(tx.get("hash")) != query.txid:
                 raise RpcUnavailable("toncenter answered with another transaction")
         return await self._observation(tx, query)
 
@@ -216,7 +211,7 @@ class TONAdapter:
                 try:
                     obs = await self._observation(tx, query)
                 except NotFinal:
-                    pending = pending or query.memo in _in_comments(tx.get("in_msg"))
+                    pending = pending or query.memo in in_comments(tx.get("in_msg"))
                     continue
                 if query.memo in obs.memos:
                     found.append((obs, tx))
@@ -239,7 +234,7 @@ class TONAdapter:
             raise RpcUnavailable(f"malformed toncenter transaction: {exc!r:.200}") from exc
 
     async def _read(self, tx: V3Transaction, query: Query) -> Observation:
-        txid = _b64_hex(tx.get("hash"))
+        txid = b64_hex(tx.get("hash"))
         if txid is None:
             raise RpcUnavailable("toncenter transaction without a hash")
         mc_seqno = tx.get("mc_block_seqno")
@@ -266,11 +261,11 @@ class TONAdapter:
             if normalize_address(str(in_msg.get("destination"))) != account:
                 raise RpcUnavailable(f"{txid}: inbound message for another account")
             source = normalize_address(str(in_msg.get("source")))
-            body = _body(in_msg)
+            body = message_body(in_msg)
             comment = comment_of(body)
             if comment is not None:
                 memos.append(comment)
-            value = _nanotons(in_msg.get("value"))
+            value = nanotons(in_msg.get("value"))
             if success and value > 0:
                 transfers.append(Transfer(NATIVE, source, account, value))
             jetton = jetton_message(body)
@@ -315,15 +310,15 @@ class TONAdapter:
 
     async def _sender_tx(self, msg: V3Message, sender: str) -> str:
         """The hash of ``sender``'s transaction that sent ``msg`` (a jetton notification)."""
-        msg_hash = _b64_hex(msg.get("hash"))
+        msg_hash = b64_hex(msg.get("hash"))
         if msg_hash is None:
             raise RpcUnavailable("toncenter message without a hash")
         for parent in await self._client().transactions_by_message(str(msg.get("hash")), "out"):
             outs = parent.get("out_msgs") or []
             if normalize_address(str(parent.get("account"))) == sender and any(
-                _b64_hex(out.get("hash")) == msg_hash for out in outs
+                b64_hex(out.get("hash")) == msg_hash for out in outs
             ):
-                parent_hash = _b64_hex(parent.get("hash"))
+                parent_hash = b64_hex(parent.get("hash"))
                 if parent_hash is not None:
                     return parent_hash
         raise TxNotFound(f"the jetton wallet transaction that sent {msg_hash} is not indexed yet")
@@ -340,7 +335,7 @@ class TONAdapter:
         # internal_transfer: ``account`` is a jetton wallet; whose, the master must confirm.
         if account == await self.jetton_wallet(query.asset, query.pay_to):
             return Transfer(query.asset, sender, query.pay_to, jetton.amount)
-        for owner in _notified_owners(tx, account):
+        for owner in notified_owners(tx, account):
             if account == await self.jetton_wallet(query.asset, owner):
                 return Transfer(query.asset, sender, owner, jetton.amount)
         return None
@@ -355,52 +350,3 @@ class TONAdapter:
         proof. Offers on TON should use ``binding = "memo"`` (or ``required``/``none``).
         """
         return False
-
-
-def _nanotons(value: Any) -> int:
-    """A message value (toncenter: a decimal string); ``ValueError`` if it is anything else."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if value is None:
-        return 0
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-        raise ValueError(f"malformed message value {value!r}")
-    return int(value)
-
-
-def _body(msg: V3Message) -> Any:
-    """The message body cell, checked against the hash the indexer reports for it."""
-    content = msg.get("message_content") or {}
-    boc = content.get("body")
-    if not isinstance(boc, str):
-        return begin_cell().end_cell()
-    cell = cell_from_b64(boc)
-    reported = _b64_hex(content.get("hash"))
-    if reported is not None and reported != cell_hash_hex(cell):
-        raise RpcUnavailable("toncenter message body does not match its hash")
-    return cell
-
-
-def _in_comments(msg: V3Message | None) -> tuple[str, ...]:
-    if not msg:
-        return ()
-    try:
-        body = _body(msg)
-    except (AttributeError, *_PARSE_ERRORS) as exc:
-        raise RpcUnavailable(f"malformed toncenter message: {exc!r:.200}") from exc
-    comment = comment_of(body)
-    jetton = jetton_message(body)
-    found = [c for c in (comment, jetton.forward_comment if jetton else None) if c is not None]
-    return tuple(found)
-
-
-def _notified_owners(tx: V3Transaction, wallet: str) -> list[str]:
-    """Owners this jetton wallet sent a ``transfer_notification`` to in ``tx``."""
-    owners = []
-    for out in tx.get("out_msgs") or []:
-        dest = out.get("destination")
-        if not dest or normalize_address(str(out.get("source"))) != wallet:
-            continue
-        if body_op(_body(out)) == OP_TRANSFER_NOTIFICATION:
-            owners.append(normalize_address(dest))
-    return owners
