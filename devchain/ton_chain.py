@@ -22,7 +22,7 @@ from typing import Any
 from pytoniq_core import Address, CurrencyCollection, InternalMsgInfo, begin_cell
 from pytoniq_core.tlb.transaction import MessageAny
 
-from chains.ton.codec import OP_INTERNAL_TRANSFER, OP_TRANSFER_NOTIFICATION
+from chains.ton.codec import OP_INTERNAL_TRANSFER, OP_TRANSFER_NOTIFICATION, normalize_address
 from devchain.ton_v3 import transaction_cell, transaction_v3
 
 EXIT_JETTON_UNAUTHORIZED = 707  # what a jetton wallet throws for a transfer it does not trust
@@ -162,6 +162,21 @@ class TonLedger:
         """A ``transfer_notification`` sent by a contract that is no wallet of the master."""
         body = notification_body(amount, src_owner, comment)
         return self._record(dst_owner, fake_wallet, 1, body).hash_hex
+
+    def insert(self, cell: Any, v3: dict[str, Any], *, pending: bool = False) -> str:
+        """Record a transaction produced elsewhere (e.g. executed by ``@ton/sandbox``) as given:
+        its cell and its toncenter v3 view; unless ``pending``, it goes in the next masterchain
+        block. Return its hash (hex)."""
+        with self._lock:
+            hash_hex = bytes(cell.hash).hex()
+            account = normalize_address(str(v3["account"]))
+            self.mc_seqno += 1
+            mc = None if pending else self.mc_seqno
+            v3 = {**v3, "mc_block_seqno": mc}
+            rec = Recorded(hash_hex, account, int(v3["now"]), int(v3["lt"]), cell, v3, mc, [])
+            self.txs[hash_hex] = rec
+            self.by_account.setdefault(account, []).append(hash_hex)
+            return hash_hex
 
     # -- switches --------------------------------------------------------------------------
 
