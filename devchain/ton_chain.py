@@ -7,7 +7,9 @@ transaction hash is that cell's representation hash, as on chain. What toncenter
 for it (``devchain.ton_v3``) is derived from the same cells. Jetton payments follow the standard:
 the sender's wallet sends ``internal_transfer`` to the payee's wallet, which notifies its owner with
 ``transfer_notification`` (both transactions are recorded). The local jetton master derives wallet
-addresses deterministically; ``devchain.toncenter`` serves that as ``get_wallet_address``.
+addresses deterministically; ``devchain.toncenter`` serves that as ``get_wallet_address``. A wallet
+a real master derived elsewhere (e.g. in ``@ton/sandbox``) is registered with
+``set_jetton_wallet`` and served instead.
 """
 
 from __future__ import annotations
@@ -82,13 +84,24 @@ class TonLedger:
     mc_seqno: int = 40_000_000
     txs: dict[str, Recorded] = field(default_factory=dict)
     by_account: dict[str, list[str]] = field(default_factory=dict)
+    wallets: dict[tuple[str, str], str] = field(default_factory=dict)
     _lt: itertools.count[int] = field(default_factory=lambda: itertools.count(50_000_000_000_001))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @staticmethod
-    def jetton_wallet(master: str, owner: str) -> str:
-        """The wallet the local jetton ``master`` derives for ``owner``."""
+    def jetton_wallet(self, master: str, owner: str) -> str:
+        """The wallet the jetton ``master`` derives for ``owner``: the registered one, if any,
+        else the local master's deterministic derivation."""
+        key = (normalize_address(master), normalize_address(owner))
+        registered = self.wallets.get(key)
+        if registered is not None:
+            return registered
         return account_for(f"jetton-wallet:{master}:{owner}")
+
+    def set_jetton_wallet(self, master: str, owner: str, wallet: str) -> None:
+        """Register the wallet a real ``master`` derives for ``owner`` (its
+        ``get_wallet_address`` answer, read elsewhere)."""
+        key = (normalize_address(master), normalize_address(owner))
+        self.wallets[key] = normalize_address(wallet)
 
     # -- payments --------------------------------------------------------------------------
 

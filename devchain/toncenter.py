@@ -4,7 +4,8 @@ Serves ``GET /api/v3/masterchainInfo``, ``GET /api/v3/transactions`` (by ``hash`
 or base64url, or by ``account`` with ``start_utime``/``limit``/``sort``), ``GET
 /api/v3/transactionsByMessage`` (by ``msg_hash`` and ``direction``: ``in`` for the transaction
 that received the message, ``out`` for the one that sent it) and ``POST
-/api/v3/runGetMethod`` (``get_wallet_address`` of the local jetton masters), in the real reply
+/api/v3/runGetMethod`` (``get_wallet_address`` of the ``masters`` given: the wallet registered
+with ``TonLedger.set_jetton_wallet``, else the local derivation), in the real reply
 shapes. Switches for what a real indexer does: a transaction not indexed yet
 (``ledger.set_hidden``), not in a masterchain block yet (``pay_*(pending=True)`` then
 ``ledger.finalize``), and failures (``fail_next(status, count)`` answers 5xx or 429).

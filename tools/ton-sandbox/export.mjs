@@ -5,15 +5,30 @@
 //
 // Writes ../../tests/fixtures/ton_sandbox/transactions.json. The sandbox time is pinned and the
 // treasuries are derived from fixed seeds, so re-running gives the same transactions.
+//
+// Then a jetton payment, executed by the standard (TEP-74) jetton minter and jetton wallet
+// contracts whose compiled code ships in @ton-community/assets-sdk: the minter is deployed, mints
+// to the payer's jetton wallet, and the payer's wallet transfers to the payee with a text comment
+// as forward payload. Writes ../../tests/fixtures/ton_sandbox/jetton.json.
 import { writeFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { Blockchain } from '@ton/sandbox';
 import { Address, Dictionary, beginCell, toNano } from '@ton/core';
 
+// The SDK is CommonJS; only its jetton wrappers (and the compiled code they embed) are used.
+const require = createRequire(import.meta.url);
+const { JettonMinter } = require('@ton-community/assets-sdk/dist/jetton/JettonMinter.js');
+const { JettonWallet } = require('@ton-community/assets-sdk/dist/jetton/JettonWallet.js');
+
 const HERE = dirname(fileURLToPath(import.meta.url));
 const OUT = resolve(HERE, '../../tests/fixtures/ton_sandbox/transactions.json');
+const JETTON_OUT = resolve(HERE, '../../tests/fixtures/ton_sandbox/jetton.json');
+const JETTON_AMOUNT = 1_234_567n; // jetton units paid
+const JETTON_MINTED = 10_000_000n; // minted to the payer first
+const FORWARD_TON = toNano('0.01'); // forward_ton_amount: the payee owner is notified
 
 // The commitment a payer puts in the comment (a fixed 64-hex string).
 const COMMENT = 'c0ffee00'.repeat(8);
@@ -125,6 +140,104 @@ async function main() {
     mkdirSync(dirname(OUT), { recursive: true });
     writeFileSync(OUT, JSON.stringify(doc, null, 2) + '\n');
     console.log(`wrote ${records.length} transactions to ${OUT} (global id ${doc.global_id})`);
+
+    await exportJetton(blockchain, payer, payee);
+}
+
+// The one transaction of `result` on `to` from `from` whose inbound body starts with `op`.
+function receivedOp(result, from, to, op) {
+    const found = result.transactions.filter((tx) => {
+        const info = tx.inMessage?.info;
+        if (info?.type !== 'internal' || !info.src.equals(from) || !info.dest.equals(to)) {
+            return false;
+        }
+        const body = tx.inMessage.body.beginParse();
+        return body.remainingBits >= 32 && body.loadUint(32) === op;
+    });
+    if (found.length !== 1) throw new Error(`expected one op ${op} on ${to}, got ${found.length}`);
+    return found[0];
+}
+
+function mustSucceed(result, what) {
+    for (const tx of result.transactions) {
+        const d = tx.description;
+        if (d.type !== 'generic') continue;
+        if (d.aborted || (d.computePhase.type === 'vm' && !d.computePhase.success)) {
+            throw new Error(`${what}: a transaction failed on ${tx.address.toString(16)}`);
+        }
+    }
+}
+
+async function exportJetton(blockchain, payer, payee) {
+    const admin = await blockchain.treasury('jetton-admin');
+    const content = beginCell() // off-chain metadata (TEP-64): 0x01 + URI
+        .storeUint(1, 8)
+        .storeStringTail('https://example.invalid/jetton.json')
+        .endCell();
+    const minter = blockchain.openContract(
+        JettonMinter.createFromConfig({ admin: admin.address, content }),
+    );
+
+    blockchain.now = START + 180;
+    mustSucceed(await minter.sendDeploy(admin.getSender(), toNano('0.1')), 'deploy');
+    blockchain.now = START + 240;
+    mustSucceed(
+        await minter.sendMint(admin.getSender(), payer.address, JETTON_MINTED, {
+            notify: false,
+            returnExcess: false,
+        }),
+        'mint',
+    );
+
+    const payerWalletAddress = await minter.getWalletAddress(payer.address);
+    const payeeWalletAddress = await minter.getWalletAddress(payee.address);
+    const payerWallet = blockchain.openContract(JettonWallet.createFromAddress(payerWalletAddress));
+    if ((await payerWallet.getData()).balance !== JETTON_MINTED) {
+        throw new Error('mint did not land');
+    }
+
+    // The payment: the payer's jetton wallet sends `transfer` on to the payee's wallet
+    // (internal_transfer), which notifies the payee (transfer_notification) with the comment.
+    blockchain.now = START + 300;
+    const result = await payerWallet.send(payer.getSender(), payee.address, JETTON_AMOUNT, {
+        notify: { amount: FORWARD_TON, payload: commentBody(COMMENT) },
+        returnExcess: { address: payer.address },
+    });
+    mustSucceed(result, 'transfer');
+    const OP_INTERNAL_TRANSFER = 0x178d4519;
+    const OP_TRANSFER_NOTIFICATION = 0x7362d09c;
+    const walletTx = receivedOp(
+        result,
+        payerWalletAddress,
+        payeeWalletAddress,
+        OP_INTERNAL_TRANSFER,
+    );
+    const ownerTx = receivedOp(result, payeeWalletAddress, payee.address, OP_TRANSFER_NOTIFICATION);
+    const payeeWallet = blockchain.openContract(JettonWallet.createFromAddress(payeeWalletAddress));
+    if ((await payeeWallet.getData()).balance !== JETTON_AMOUNT) {
+        throw new Error('transfer did not land');
+    }
+
+    const doc = {
+        generator:
+            '@ton/sandbox 0.41.0 + @ton-community/assets-sdk 0.0.5 jetton contracts' +
+            ' (tools/ton-sandbox/export.mjs)',
+        global_id: globalId(blockchain),
+        comment: COMMENT,
+        amount: JETTON_AMOUNT.toString(),
+        forward_ton_amount: FORWARD_TON.toString(),
+        master: minter.address.toRawString(),
+        payer: payer.address.toRawString(),
+        payer_wallet: payerWalletAddress.toRawString(),
+        payee: payee.address.toRawString(),
+        payee_wallet: payeeWalletAddress.toRawString(),
+        transactions: [
+            exportTx('internal_transfer', 'payment', walletTx),
+            exportTx('transfer_notification', 'notification', ownerTx),
+        ],
+    };
+    writeFileSync(JETTON_OUT, JSON.stringify(doc, null, 2) + '\n');
+    console.log(`wrote the jetton payment to ${JETTON_OUT} (master ${doc.master})`);
 }
 
 main().catch((err) => {
