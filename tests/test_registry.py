@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.support import KEY, SettingsFactory, connected_gate, running_worker
+from verifier import registry
 from verifier.errors import ConfigError, PluginError
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt, ResourceInfo
 from verifier.registry import build_adapters, load_plugins
@@ -16,8 +21,12 @@ from verifier.wire import decode_payment_required, encode_json
 
 PLUGIN = '''
 """A third-party adapter: its transactions are strings "<payer>.<payee>.<amount>.<memo>"."""
+import pathlib
 import time
 from verifier.adapter import Finality, InvalidProof, Observation, Transfer, TxNotFound
+
+# Leaves a mark next to the module, so a test sees whether the registry imported it at all.
+pathlib.Path(__file__).with_name("acme_chain.imported").touch()
 
 class AcmeAdapter:
     namespace = "acme"
@@ -62,16 +71,69 @@ class AcmeAdapter:
 '''
 
 
+class Site:
+    """A directory on sys.path that real (if tiny) distributions are installed into."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.modules: list[str] = []
+
+    def install(self, name: str, modules: dict[str, str], chains: dict[str, str]) -> None:
+        """Write ``modules`` (name -> source) and a dist-info with the ``chains`` entry points."""
+        for module, source in modules.items():
+            (self.root / f"{module}.py").write_text(textwrap.dedent(source))
+            self.modules.append(module)
+        info = self.root / f"{name.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        lines = "".join(f"{namespace} = {target}\n" for namespace, target in chains.items())
+        (info / "entry_points.txt").write_text(f"[verifier.chains]\n{lines}")
+
+
 @pytest.fixture
-def acme_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Install a real (if tiny) distribution on sys.path: a module and its dist-info."""
-    (tmp_path / "acme_chain.py").write_text(textwrap.dedent(PLUGIN))
-    info = tmp_path / "acme_chain-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-chain\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[verifier.chains]\nacme = acme_chain:AcmeAdapter\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    installed_site = Site(root)
+    yield installed_site
+    # Every test writes its own copy of these modules: drop the imported one, or the next test
+    # would be handed this one from sys.modules instead of importing its own.
+    for module in installed_site.modules:
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def acme_distribution(site: Site) -> Path:
+    """The ``acme`` adapter, shipped by the distribution ``acme-chain``."""
+    site.install("acme-chain", {"acme_chain": PLUGIN}, {"acme": "acme_chain:AcmeAdapter"})
+    return site.root
+
+
+#: Entry points of the distribution ``broken-chain``, each broken in its own way, and the words
+#: its error must carry.
+BROKEN = {
+    "ghost": ("broken_chain_gone:GhostAdapter", "ModuleNotFoundError: No module named"),
+    "hollow": ("broken_chain:Missing", "AttributeError"),
+    "boom": ("boom_chain:BoomAdapter", "RuntimeError: boom at import"),
+}
+
+
+@pytest.fixture
+def broken_distribution(site: Site) -> Path:
+    site.install(
+        "broken-chain",
+        {
+            "broken_chain": "class NotAnAdapter:\n    namespace = 'hollow'\n",
+            "boom_chain": "raise RuntimeError('boom at import')\n",
+        },
+        {namespace: target for namespace, (target, _) in BROKEN.items()},
+    )
+    return site.root
+
+
+def network(namespace: str) -> dict[str, dict[str, list[str]]]:
+    return {f"{namespace}:1": {"rpc_urls": ["http://127.0.0.1:1"]}}
 
 
 def test_builtin_evm_adapter_is_registered() -> None:
@@ -86,17 +148,148 @@ def test_third_party_plugin_is_found(acme_distribution: Path) -> None:
     assert "eip155" in plugins
 
 
-def test_broken_plugin_names_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "broken_chain.py").write_text("class NotAnAdapter:\n    namespace = 'broken'\n")
-    info = tmp_path / "broken_chain-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-chain\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[verifier.chains]\nbroken = broken_chain:NotAnAdapter\n"
+def test_malformed_plugin_names_itself(site: Site) -> None:
+    site.install(
+        "broken-chain",
+        {"broken_chain": "class NotAnAdapter:\n    namespace = 'broken'\n"},
+        {"broken": "broken_chain:NotAnAdapter"},
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(PluginError, match=r"'broken'.*broken-chain.*missing"):
         load_plugins()
+
+
+def test_namespace_must_match_the_class(site: Site) -> None:
+    site.install("acme-chain", {"acme_chain": PLUGIN}, {"acme2": "acme_chain:AcmeAdapter"})
+    with pytest.raises(PluginError, match=r"'acme2'.*acme-chain.*namespace \('acme'\)"):
+        load_plugins()
+
+
+def test_broken_plugins_do_not_stop_other_namespaces(
+    broken_distribution: Path, acme_distribution: Path, make_settings: SettingsFactory
+) -> None:
+    adapters = build_adapters(make_settings(networks=network("acme") | network("eip155")))
+    assert {n: type(a).__name__ for n, a in adapters.items()} == {
+        "acme:1": "AcmeAdapter",
+        "eip155:1": "EVMAdapter",
+    }
+    assert "boom_chain" not in sys.modules and "broken_chain" not in sys.modules
+
+
+@pytest.mark.parametrize("namespace", sorted(BROKEN))
+def test_configured_broken_plugin_is_one_plugin_error(
+    namespace: str, broken_distribution: Path, make_settings: SettingsFactory
+) -> None:
+    target, what = BROKEN[namespace]
+    with pytest.raises(PluginError) as caught:
+        build_adapters(make_settings(networks=network(namespace)))
+    message = str(caught.value)
+    assert message.startswith(f"adapter plugin {namespace!r} ({target}) from broken-chain ")
+    assert what in message and "\n" not in message
+
+
+def test_namespace_registered_twice_is_refused_when_configured(
+    acme_distribution: Path, site: Site, make_settings: SettingsFactory
+) -> None:
+    site.install("acme-fork", {}, {"acme": "acme_fork:AcmeAdapter"})
+    assert build_adapters(make_settings(networks=network("eip155")))  # unaffected
+    with pytest.raises(PluginError, match=r"'acme'.*acme-chain.*acme-fork"):
+        build_adapters(make_settings(networks=network("acme")))
+
+
+def test_only_configured_plugins_are_imported(
+    acme_distribution: Path, make_settings: SettingsFactory
+) -> None:
+    mark = acme_distribution / "acme_chain.imported"
+    build_adapters(make_settings(networks=network("eip155")))
+    assert not mark.exists()
+    assert registry.installed()["acme"] == ("acme-chain",)  # listed from metadata ...
+    assert not mark.exists()  # ... without importing it
+    build_adapters(make_settings(networks=network("acme")))
+    assert mark.exists()
+
+
+def write_config(path: Path, networks: str) -> Path:
+    path.write_text(
+        f'redis_url = "redis://127.0.0.1:1/0"\n[challenge]\nkeys = {{ k1 = "{KEY}" }}\n{networks}'
+    )
+    return path
+
+
+def run_python(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter: its sys.modules shows what loading imported, unlike this process's."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+CHAIN_MODULES = (
+    "chains.evm",
+    "chains.solana",
+    "chains.stellar",
+    "chains.ton",
+    "eth_account",
+    "solders",
+    "stellar_sdk",
+    "pytoniq_core",
+    "acme_chain",
+)
+
+
+def test_an_evm_only_configuration_imports_only_the_evm_adapter(
+    acme_distribution: Path, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "evm.toml", '[networks."eip155:31337"]\nrpc_urls = ["http://127.0.0.1:1"]\n'
+    )
+    script = (
+        "import sys\n"
+        "from verifier.registry import build_adapters\n"
+        "from verifier.settings import load_settings\n"
+        "print(sorted(build_adapters(load_settings(sys.argv[1]))))\n"
+        f"print([m for m in {CHAIN_MODULES!r} if m in sys.modules])\n"
+    )
+    done = run_python("-c", script, str(config), pythonpath=acme_distribution)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['eip155:31337']", "['chains.evm', 'eth_account']"]
+
+
+# Each built-in namespace, a network of it, the extra that ships its SDK and a module of that SDK
+# the adapter imports.
+BUILTINS = [
+    ("eip155", "eip155:31337", "evm", "eth_account"),
+    ("solana", "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp", "solana", "solders"),
+    ("stellar", "stellar:testnet", "stellar", "stellar_sdk"),
+    ("tvm", "tvm:-3", "ton", "pytoniq_core"),
+]
+
+
+@pytest.mark.parametrize(("namespace", "net", "extra", "sdk"), BUILTINS)
+def test_missing_sdk_names_the_extra_to_install(
+    namespace: str, net: str, extra: str, sdk: str, tmp_path: Path
+) -> None:
+    # A module of the SDK's name, ahead of site-packages, that fails the way an absent one does:
+    # the worker process then sees the install as one without this extra.
+    shadow = tmp_path / "without-sdk"
+    shadow.mkdir()
+    (shadow / f"{sdk}.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{sdk}'\", name={sdk!r})\n"
+    )
+    config = write_config(
+        tmp_path / "one.toml", f'[networks."{net}"]\nrpc_urls = ["http://127.0.0.1:1"]\n'
+    )
+    done = run_python("-m", "verifier.cli", "worker", "--config", str(config), pythonpath=shadow)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # one line, no traceback
+    assert lines[0].startswith(f"x402-verifier: adapter plugin {namespace!r} (chains.")
+    assert (
+        f"from x402-verifier cannot be loaded: ModuleNotFoundError: No module named '{sdk}'"
+        in (lines[0])
+    )
+    assert lines[0].endswith(f"pip install 'x402-verifier[{extra}]'")
 
 
 def test_unserved_namespace_is_a_config_error(make_settings: SettingsFactory) -> None:
