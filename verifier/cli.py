@@ -99,7 +99,8 @@ async def _doctor(settings: Settings) -> int:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    from verifier.registry import build_adapters, load_plugins
+    from verifier.assets import namespace_of
+    from verifier.registry import build_adapters, installed
 
     ok = True
     redis = Redis.from_url(settings.redis_url)
@@ -111,12 +112,17 @@ async def _doctor(settings: Settings) -> int:
         print(f"redis       FAIL  {settings.redis_url}: {exc}")
     finally:
         await redis.aclose()
-    plugins = load_plugins()
-    print(
-        "adapters    ok    "
-        + ", ".join(f"{p.namespace} ({p.distribution})" for p in plugins.values())
-    )
-    for network, adapter in build_adapters(settings, plugins).items():
+    # Only the configured namespaces are imported (and validated); the others are listed from
+    # their distributions' metadata, so a missing extra or a broken plugin there does not matter.
+    adapters = build_adapters(settings)
+    configured = {namespace_of(network) for network in adapters}
+    listed = {ns: f"{ns} ({', '.join(dists)})" for ns, dists in installed().items()}
+    loaded = [entry for ns, entry in listed.items() if ns in configured]
+    idle = [entry for ns, entry in listed.items() if ns not in configured]
+    print("adapters    ok    " + (", ".join(loaded) or "no network configured"))
+    if idle:
+        print("adapters    --    not configured, not imported: " + ", ".join(idle))
+    for network, adapter in adapters.items():
         try:
             await adapter.start()
             print(f"network     ok    {network}")
