@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,6 +55,8 @@ async def start_adapters(adapters: dict[str, ChainAdapter]) -> None:
 
 # Claim one job for this worker: arq's own check (not in progress elsewhere, still due) and its
 # in-progress mark, in one atomic round trip instead of WATCH, EXISTS, ZSCORE and MULTI/EXEC.
+# The claim also moves the job's score to when its in-progress key expires (ARGV[4]), so that
+# the due part of the queue holds only jobs nobody runs; it returns the score the job had.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
@@ -63,21 +66,52 @@ if not score or tonumber(score) > tonumber(ARGV[2]) then
   return false
 end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return score
 """
 
 
-class VerifierWorker(Worker):
-    """arq's worker with a cheaper job start, measured with ``make bench`` and py-spy.
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A job this worker claimed: the score it had (due), and its score while claimed."""
 
-    arq starts each job with four Redis round trips (a WATCH transaction), and, since a job stays
-    in the queue until it finishes, repeats that check on every poll for each job in flight: with
-    slow RPCs hundreds are in flight and those checks dominated the worker's CPU. Here the jobs
-    this process runs are skipped without asking Redis, and every other job is claimed by one
-    Lua script with the same conditions and the same in-progress key as arq's, so workers of
-    both kinds can share a queue. Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``);
-    ``tests/test_worker_kill.py`` and the concurrency tests exercise it.
+    due: bytes
+    until_ms: int
+
+
+class VerifierWorker(Worker):
+    """arq's worker with a cheaper job start that lets workers scale out.
+
+    **Cheaper start** (measured with ``make bench`` and py-spy): arq starts each job with four
+    Redis round trips (a WATCH transaction); here each job is claimed by one Lua script with the
+    same conditions and the same in-progress key as arq's, and jobs this process runs are
+    skipped without asking Redis.
+
+    **Claimed jobs leave the due part of the queue.** arq leaves a running job at its score, so
+    every poll reads the jobs in flight again; with the read limit at ``max_jobs`` the ids read
+    were all in flight and added workers started nothing (3 workers held as many jobs as one).
+    The claim moves the job's score to ``now + in_progress_timeout``, when its in-progress key
+    expires: the due part of the queue holds only jobs nobody runs, so a poll reads jobs it can
+    start, and a worker that dies leaves its job due again exactly when arq would (at its
+    in-progress key's expiry). ``run_job`` gets the moved score, so arq's arithmetic for
+    ``Retry(defer)`` (``defer + now - score``) still lands at ``now + defer``; ``finish_job``
+    writes that score absolutely (``ZADD XX``, not arq's ``ZINCRBY``) so that writing it twice
+    cannot move it twice. A job that ends unfinished without a defer (cancelled at shutdown,
+    ``Retry()`` without defer, ``RetryJob``) gets back the score it had, due at once as under
+    arq; nothing assumes a score is near the current time (the gate may score fresh jobs far in
+    the past, ahead of retries).
+
+    **Sharing a queue with arq's own worker** works: arq's worker cannot see jobs claimed here
+    (their score is in the future) and we cannot claim jobs it runs (same in-progress key). But
+    jobs that arq's worker runs stay at their score, so each still takes a read slot of ours,
+    as before. Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``): it overrides
+    ``start_jobs``, ``run_job`` and ``finish_job``. ``tests/test_worker_scale.py`` and
+    ``tests/test_worker_kill.py`` exercise it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._claims: dict[str, _Claim] = {}
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not hasattr(self, "_start_script"):
@@ -92,17 +126,65 @@ class VerifierWorker(Worker):
                 self.sem.release()
                 return
             self.job_counter += 1
-            score = await self._start_script(
-                keys=[in_progress_key_prefix + job_id, self.queue_name],
-                args=[job_id, timestamp_ms(), timeout_ms],
-            )
-            if score is None:  # running elsewhere, finished, or re-deferred meanwhile
+            now = timestamp_ms()
+            until_ms = now + timeout_ms
+            try:
+                due = await self._start_script(
+                    keys=[in_progress_key_prefix + job_id, self.queue_name],
+                    args=[job_id, now, timeout_ms, until_ms],
+                )
+            except BaseException:
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+            if due is None:  # running elsewhere, finished, or re-deferred meanwhile
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            self._claims[job_id] = _Claim(due, until_ms)
+            task = self.loop.create_task(self.run_job(job_id, until_ms))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        try:
+            await super().run_job(job_id, score)
+        finally:
+            self._claims.pop(job_id, None)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        claim = self._claims.pop(job_id, None)
+        if finish or claim is None:  # removed from the queue: arq's write, nothing to move back
+            await super().finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
+            )
+            return
+        # Unfinished: due again at now + defer (arq's increment, applied to the moved score), or
+        # at once, at the score the job had when claimed.
+        score = claim.until_ms + incr_score if incr_score else claim.due
+        async with self.pool.pipeline(transaction=True) as tr:
+            in_progress = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                tr.delete(in_progress)
+            else:
+                tr.pexpire(in_progress, int(keep_in_progress * 1000))
+            tr.zadd(self.queue_name, {job_id: score}, xx=True)
+            await tr.execute()
 
 
 def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:
