@@ -51,15 +51,20 @@ async def test_job_cancelled_at_shutdown_is_due_again_at_once(
         queue = settings.queue_name
         async with connected_gate(settings) as gate:
             shop = Shop(gate, evm)
+            first = make_worker(settings, handle_signals=False)
+            first.allow_pick_jobs = False  # started before the job is queued, so its score is read
+            run = asyncio.create_task(first.async_run())
+            async with asyncio.timeout(30):
+                while "verifier" not in first.ctx:  # noqa: ASYNC110 (a probe)
+                    await asyncio.sleep(0.02)
+            proxy.delay = 20  # the job's RPC calls hang: it stays in flight
             accept, offers = shop.offer()
             header = shop.proof(accept, shop.pay(accept))
-            pending = await shop.settle(header, offers, wait=0.2)  # no worker yet: queued
+            pending = await shop.settle(header, offers, wait=0.2)
             assert isinstance(pending, Failure) and pending.transient
             job, queued_score = await only_job(redis, queue)
 
-            first = make_worker(settings, handle_signals=False)
-            run = asyncio.create_task(first.async_run())
-            proxy.delay = 20  # the job's RPC calls hang: it stays in flight
+            first.allow_pick_jobs = True
             await until_claimed(redis, job)
             claimed_at = timestamp_ms()
             _, moved = await only_job(redis, queue)
@@ -74,9 +79,9 @@ async def test_job_cancelled_at_shutdown_is_due_again_at_once(
 
             proxy.delay = 0
             async with running_worker(settings):
-                # Well before the moved score (40 s) would have made it due.
-                outcome = await shop.settle(header, offers, wait=10)
+                outcome = await shop.settle(header, offers, wait=20)
             assert isinstance(outcome, Receipt), outcome
+            assert timestamp_ms() < moved  # before the moved score would have made it due
 
 
 async def test_retry_lands_at_now_plus_defer_from_a_score_far_in_the_past(
