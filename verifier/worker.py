@@ -163,6 +163,8 @@ class VerifierWorker(Worker):
                     args=[job_id, now, timeout_ms, until_ms],
                 )
             except BaseException:
+                # Give the slot back. Had Redis applied the claim and lost the reply, the job
+                # is due again when the claim expires, as after a crash.
                 self.job_counter -= 1
                 self.sem.release()
                 raise
