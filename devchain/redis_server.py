@@ -49,7 +49,11 @@ def find_redis_server() -> str:
 
 
 class RedisServer:
-    """``with RedisServer() as r: r.url``. ``appendonly`` turns on AOF with ``fsync always``."""
+    """``with RedisServer() as r: r.url``. ``appendonly`` turns on AOF with ``fsync always``.
+
+    ``kill()`` then ``restart()`` is a crash and a recovery: SIGKILL, then a new server on the
+    same port and data directory (with ``appendonly``, it reloads every acknowledged write).
+    """
 
     def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
         self.port = port or free_port()
@@ -62,7 +66,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self._dir = tempfile.TemporaryDirectory(prefix="x402-redis-")
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="x402-redis-")
         args = [
             find_redis_server(),
             "--port", str(self.port),
@@ -89,6 +94,20 @@ class RedisServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its data directory stays for ``restart``."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            if self._proc.stderr:
+                self._proc.stderr.close()
+            self._proc = None
+
+    def restart(self) -> RedisServer:
+        """Start again after ``kill`` on the same port, from the same data directory."""
+        self.kill()
+        return self.start()
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -2,13 +2,19 @@
 
 ``x402-verifier worker --config FILE`` runs ``run_worker(settings)``. Run as many processes, on as
 many machines, as the load needs, against the same Redis: a worker holds no state another worker
-needs, and a job whose worker dies is picked up again after ``worker.job_timeout`` + 10 s.
+needs, and a job whose worker dies is picked up again after ``worker.job_timeout`` + 10 s. A
+worker rides out a Redis restart (it reconnects with backoff and logs the outage once); it still
+needs a supervisor that restarts it, since a process can die for other reasons.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,6 +22,8 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.adapter import ChainAdapter
 from verifier.challenge import ChallengeSigner
@@ -27,6 +35,13 @@ from verifier.store import Store
 log = logging.getLogger(__name__)
 # Our deadline (challenge expiry + grace) bounds retries, not a count.
 MAX_TRIES = 100_000
+# Redis is unreachable: refused or dropped connections (BusyLoadingError, while a restarted
+# Redis reloads its data, is a ConnectionError too), timeouts, and socket errors. Nothing else:
+# a ResponseError or a bug must still surface.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Retry delays while Redis is unreachable: first, and the cap of the doubling.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
 
 
 def json_dumps(obj: Any) -> bytes:
@@ -54,6 +69,8 @@ async def start_adapters(adapters: dict[str, ChainAdapter]) -> None:
 
 # Claim one job for this worker: arq's own check (not in progress elsewhere, still due) and its
 # in-progress mark, in one atomic round trip instead of WATCH, EXISTS, ZSCORE and MULTI/EXEC.
+# The claim also moves the job's score to when its in-progress key expires (ARGV[4]), so that
+# the due part of the queue holds only jobs nobody runs; it returns the score the job had.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
@@ -63,21 +80,67 @@ if not score or tonumber(score) > tonumber(ARGV[2]) then
   return false
 end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return score
 """
 
 
-class VerifierWorker(Worker):
-    """arq's worker with a cheaper job start, measured with ``make bench`` and py-spy.
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A job this worker claimed: the score it had (due), and its score while claimed."""
 
-    arq starts each job with four Redis round trips (a WATCH transaction), and, since a job stays
-    in the queue until it finishes, repeats that check on every poll for each job in flight: with
-    slow RPCs hundreds are in flight and those checks dominated the worker's CPU. Here the jobs
-    this process runs are skipped without asking Redis, and every other job is claimed by one
-    Lua script with the same conditions and the same in-progress key as arq's, so workers of
-    both kinds can share a queue. Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``);
-    ``tests/test_worker_kill.py`` and the concurrency tests exercise it.
+    due: bytes
+    until_ms: int
+
+
+class VerifierWorker(Worker):
+    """arq's worker with a cheaper job start that lets workers scale out.
+
+    **Cheaper start** (measured with ``make bench`` and py-spy): arq starts each job with four
+    Redis round trips (a WATCH transaction); here each job is claimed by one Lua script with the
+    same conditions and the same in-progress key as arq's, and jobs this process runs are
+    skipped without asking Redis.
+
+    **Claimed jobs leave the due part of the queue.** arq leaves a running job at its score, so
+    every poll reads the jobs in flight again; with the read limit at ``max_jobs`` the ids read
+    were all in flight and added workers started nothing (3 workers held as many jobs as one).
+    The claim moves the job's score to ``now + in_progress_timeout``, when its in-progress key
+    expires: the due part of the queue holds only jobs nobody runs, so a poll reads jobs it can
+    start, and a worker that dies leaves its job due again exactly when arq would (at its
+    in-progress key's expiry). ``run_job`` gets the moved score, so arq's arithmetic for
+    ``Retry(defer)`` (``defer + now - score``) still lands at ``now + defer``; ``finish_job``
+    writes that score absolutely (``ZADD XX``, not arq's ``ZINCRBY``) so that writing it twice
+    cannot move it twice. A job that ends unfinished without a defer (cancelled at shutdown,
+    ``Retry()`` without defer, ``RetryJob``) gets back the score it had, due at once as under
+    arq; nothing assumes a score is near the current time (the gate may score fresh jobs far in
+    the past, ahead of retries).
+
+    **Redis outages** do not end the worker (arq's poll loop would raise and exit): a poll that
+    finds Redis unreachable waits with exponential backoff (0.1 s doubling to 5 s) and polls
+    again, logging one warning per outage and one line when Redis answers again; jobs in flight
+    go on. A job's final writes (``finish_job``, ``finish_failed_job``) are sent again with the
+    same backoff for as long as its claim holds (until its in-progress key expires, when any
+    worker may take it), so a job held across a short outage completes instead of waiting for
+    that expiry. Every write sent again is idempotent (SET, DEL, ZREM, and ZADD of an absolute
+    score); arq's ``ZINCRBY`` is not (a reply lost after Redis applied it, then sent again, would
+    move the job twice), which is why it is replaced. Only Redis connection errors, timeouts
+    and ``OSError`` are caught: anything else is a bug and must surface.
+
+    **Sharing a queue with arq's own worker** works: arq's worker cannot see jobs claimed here
+    (their score is in the future) and we cannot claim jobs it runs (same in-progress key). But
+    jobs that arq's worker runs stay at their score, so each still takes a read slot of ours,
+    as before. Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``): it overrides
+    ``start_jobs``, ``run_job``, ``finish_job``, ``finish_failed_job`` and the private
+    ``_poll_iteration``. Exercised by ``tests/test_worker_scale.py``,
+    ``tests/test_worker_claim.py``, ``tests/test_worker_redis_outage.py`` and
+    ``tests/test_worker_kill.py``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._claims: dict[str, _Claim] = {}
+        self._down_since: float | None = None  # monotonic time of the first failure
+        self._poll_backoff = BACKOFF_FIRST
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if not hasattr(self, "_start_script"):
@@ -92,17 +155,155 @@ class VerifierWorker(Worker):
                 self.sem.release()
                 return
             self.job_counter += 1
-            score = await self._start_script(
-                keys=[in_progress_key_prefix + job_id, self.queue_name],
-                args=[job_id, timestamp_ms(), timeout_ms],
-            )
-            if score is None:  # running elsewhere, finished, or re-deferred meanwhile
+            now = timestamp_ms()
+            until_ms = now + timeout_ms
+            try:
+                due = await self._start_script(
+                    keys=[in_progress_key_prefix + job_id, self.queue_name],
+                    args=[job_id, now, timeout_ms, until_ms],
+                )
+            except BaseException:
+                # Give the slot back. Had Redis applied the claim and lost the reply, the job
+                # is due again when the claim expires, as after a crash.
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+            if due is None:  # running elsewhere, finished, or re-deferred meanwhile
                 self.job_counter -= 1
                 self.sem.release()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            self._claims[job_id] = _Claim(due, until_ms)
+            task = self.loop.create_task(self.run_job(job_id, until_ms))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_DOWN as exc:
+            claim = self._claims.pop(job_id, None)
+            if claim is None:  # not from arq's reads before the job: not ours to handle
+                raise
+            # arq reads the job (GET, INCR) before running it and failed there: the job never
+            # ran. Hand it back due at once rather than leave it to its in-progress key's expiry.
+            self._redis_down(exc)
+            await self._write_while_claimed(
+                functools.partial(self._requeue, job_id, claim.due, None), job_id, claim
+            )
+        finally:
+            self._claims.pop(job_id, None)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        claim = self._claims.pop(job_id, None)
+        arq_write = functools.partial(
+            super().finish_job,
+            job_id,
+            finish,
+            result_data,
+            result_timeout_s,
+            keep_result_forever,
+            incr_score,
+            keep_in_progress,
+        )
+        if claim is None:  # not claimed by start_jobs: arq's write, as arq sends it
+            await arq_write()
+            return
+        if finish:
+            # Removed from the queue: arq's write (SET result, DEL, ZREM) is idempotent.
+            write: Callable[[], Awaitable[None]] = arq_write
+        else:
+            # Due again at now + defer (arq's increment, applied to the moved score), or at once,
+            # at the score the job had when claimed.
+            score = claim.until_ms + incr_score if incr_score else claim.due
+            write = functools.partial(self._requeue, job_id, score, keep_in_progress)
+        await self._write_while_claimed(write, job_id, claim)
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        claim = self._claims.pop(job_id, None)
+        # DEL, ZREM and SET: idempotent, so it may be sent again.
+        write = functools.partial(super().finish_failed_job, job_id, result_data)
+        if claim is None:
+            await write()
+        else:
+            await self._write_while_claimed(write, job_id, claim)
+
+    async def _requeue(
+        self, job_id: str, score: int | bytes, keep_in_progress: float | None
+    ) -> None:
+        """Release our claim and make the job due at ``score``: absolute, so idempotent."""
+        async with self.pool.pipeline(transaction=True) as tr:
+            in_progress = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                tr.delete(in_progress)
+            else:
+                tr.pexpire(in_progress, int(keep_in_progress * 1000))
+            tr.zadd(self.queue_name, {job_id: score}, xx=True)
+            await tr.execute()
+
+    async def _write_while_claimed(
+        self, write: Callable[[], Awaitable[None]], job_id: str, claim: _Claim
+    ) -> None:
+        """Send an idempotent ``write`` until Redis takes it, as long as our claim holds.
+
+        Past the claim (its in-progress key's expiry) the job is due again for any worker,
+        and a late write could undo what that worker does.
+        """
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await write()
+            except REDIS_DOWN as exc:
+                self._redis_down(exc)
+                if timestamp_ms() + delay * 1000 >= claim.until_ms:
+                    log.warning(
+                        "job %s: Redis was unreachable until its claim expired; "
+                        "it is due again for any worker",
+                        job_id,
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            else:
+                self._redis_up()
+                return
+
+    async def _poll_iteration(self) -> None:
+        # arq's poll loop has no reconnect: an error here (or one that arq re-raises from a
+        # finished job task) would end the worker, though Redis may be back in a second.
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            self._redis_down(exc)
+            await asyncio.sleep(self._poll_backoff)
+            self._poll_backoff = min(self._poll_backoff * 2, BACKOFF_MAX)
+        else:
+            self._poll_backoff = BACKOFF_FIRST
+            self._redis_up()
+
+    def _redis_down(self, exc: BaseException) -> None:
+        if self._down_since is None:  # one line per outage, not one per poll or job
+            self._down_since = time.monotonic()
+            log.warning(
+                "Redis unreachable (%s: %s); retrying with backoff up to %.0f s, "
+                "jobs in flight go on",
+                type(exc).__name__,
+                exc,
+                BACKOFF_MAX,
+            )
+
+    def _redis_up(self) -> None:
+        if self._down_since is not None:
+            log.info("Redis reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
 
 
 def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) -> Worker:

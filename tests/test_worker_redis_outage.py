@@ -1,0 +1,202 @@
+"""A worker process rides out a Redis crash and restart, and says so in its log.
+
+Redis (AOF, ``fsync always``) is killed with SIGKILL while a worker process holds a job, kept
+down for a few seconds and started again on the same port and data: the worker must still run,
+resume on its own, and finish the jobs it held long before their in-progress keys expire
+(``job_timeout`` + 10 s, 70 s here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from devchain.redis_server import RedisServer
+from tests.evm_fixtures import NETWORK, EvmEnv, Shop
+from tests.rpc_proxy import RpcProxy
+from tests.support import KEY, connected_gate
+from verifier.gate import Offer
+from verifier.models import Failure, Receipt
+from verifier.settings import load_settings
+
+JOB_TIMEOUT = 60
+OUTAGE = 5.0
+CONFIG = """
+redis_url = "{redis}"
+
+[challenge]
+active = "k1"
+keys = {{ k1 = "{key}" }}
+
+[worker]
+job_timeout = {job_timeout}
+poll_delay = 0.05
+retry_base = 0.2
+retry_max = 0.5
+
+[networks."{network}"]
+rpc_urls = ["{rpc}"]
+head_cache_seconds = 0
+
+[[assets]]
+network = "{network}"
+symbol = "USDC"
+asset = "{token}"
+decimals = 6
+"""
+
+
+@dataclass
+class Rig:
+    redis: RedisServer
+    proxy: RpcProxy
+    worker: subprocess.Popen[bytes]
+    log: Path
+    shop: Shop
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def records(log: str) -> list[str]:
+    """The log's records: each starts with its timestamp, a traceback continues the record."""
+    return re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", log)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "verifier.cli", "worker", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, since the test kills it."""
+    server = RedisServer(appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@contextlib.asynccontextmanager
+async def rig(evm: EvmEnv, redis: RedisServer, tmp_path: Path) -> AsyncIterator[Rig]:
+    with RpcProxy(evm.anvil.url) as proxy:
+        config = tmp_path / "verifier.toml"
+        config.write_text(
+            CONFIG.format(
+                redis=redis.url,
+                key=KEY,
+                job_timeout=JOB_TIMEOUT,
+                network=NETWORK,
+                rpc=proxy.url,
+                token=evm.token,
+            )
+        )
+        log = tmp_path / "worker.log"
+        worker = start_worker(config, log)
+        try:
+            wait_for(lambda: "worker ready" in log.read_text(), 30, "the worker to start")
+            async with connected_gate(load_settings(config)) as gate:
+                yield Rig(redis, proxy, worker, log, Shop(gate, evm))
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+
+
+async def seconds_to_receipt(rig: Rig, header: str, offers: list[Offer], limit: float) -> float:
+    """Send the proof again, as a client would, until it counts (at most ``limit`` s)."""
+    start = time.monotonic()
+    while True:
+        outcome = await rig.shop.settle(header, offers, wait=1)
+        if isinstance(outcome, Receipt):
+            return time.monotonic() - start
+        assert outcome.transient, outcome
+        assert time.monotonic() - start < limit, f"no receipt within {limit} s: {outcome}"
+
+
+async def hold_a_job_across_an_outage(rig: Rig, rpc_delay: float) -> tuple[str, list[Offer]]:
+    """Submit a proof whose RPC answer is held ``rpc_delay`` s, crash Redis while it is held,
+    and restart Redis ``OUTAGE`` s later. Returns the proof, for ``seconds_to_receipt``."""
+    shop = rig.shop
+    accept, offers = shop.offer()
+    header = shop.proof(accept, shop.pay(accept))
+    rig.proxy.delay = rpc_delay
+    rig.proxy.seen.clear()
+    pending = await shop.settle(header, offers, wait=0.5)
+    assert isinstance(pending, Failure) and pending.transient
+    wait_for(rig.proxy.seen.is_set, 10, "the worker to start the job")
+    rig.redis.kill()
+    await asyncio.sleep(OUTAGE)
+    rig.proxy.delay = 0  # the held request keeps its delay; later ones pass straight through
+    assert rig.worker.poll() is None, "the worker exited while Redis was down"
+    rig.redis.restart()
+    return header, offers
+
+
+async def test_worker_survives_a_redis_restart(
+    evm: EvmEnv, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    async with rig(evm, own_redis, tmp_path) as r:
+        # The chain answers after Redis is back: the job was in flight all through the outage.
+        header, offers = await hold_a_job_across_an_outage(r, rpc_delay=OUTAGE + 2)
+        # Well before the job's in-progress key expires (JOB_TIMEOUT + 10 s).
+        await seconds_to_receipt(r, header, offers, limit=JOB_TIMEOUT / 2)
+
+        accept, fresh_offers = r.shop.offer()
+        fresh = r.shop.proof(accept, r.shop.pay(accept))
+        await seconds_to_receipt(r, fresh, fresh_offers, limit=20)
+
+        wait_for(lambda: "Redis reachable again" in r.log_text(), 10, "the recovery log line")
+        assert r.worker.poll() is None
+        log = r.log_text()
+    assert log.count("Redis unreachable") == 1, log
+    assert log.count("Redis reachable again") == 1, log
+    assert "Traceback" not in log, log
+
+
+async def test_job_finished_during_the_outage_is_written_when_redis_returns(
+    evm: EvmEnv, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    async with rig(evm, own_redis, tmp_path) as r:
+        # The chain answers while Redis is down: the job's store write fails, it retries
+        # (``Retry``), and arq's write of that retry must wait for Redis instead of being lost
+        # (which would leave the job to its in-progress key's expiry, 70 s).
+        header, offers = await hold_a_job_across_an_outage(r, rpc_delay=0.5)
+        # Well before the job's in-progress key expires (JOB_TIMEOUT + 10 s).
+        await seconds_to_receipt(r, header, offers, limit=JOB_TIMEOUT / 2)
+        assert r.worker.poll() is None
+        log = r.log_text()
+    # The job function logs the store's failure as unexpected (verifier.jobs); nothing else in
+    # the worker may print a traceback for the outage.
+    with_traceback = [record for record in records(log) if "Traceback" in record]
+    assert len(with_traceback) == 1, log
+    assert (
+        " ERROR verifier.jobs: " in with_traceback[0] and "failed unexpectedly" in with_traceback[0]
+    )
