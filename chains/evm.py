@@ -8,10 +8,14 @@ Per verification: one batched request for the transaction and its receipt, the h
   topics, 32 bytes of data, address words with zero padding, not ``removed``. Every such log is
   reported with its contract as the asset; the core counts only the offer's token.
 * Native payments are the transaction's own ``value`` to its ``to`` (internal calls are not seen).
-* Calldata binding: the last 32 bytes of the transaction input are the memo commitment (appended
-  after the ``transfer`` arguments, or the whole input of a native transfer).
-* Signature binding: EIP-191 ``personal_sign`` of the proof message by the payer; for a contract
-  payer, EIP-1271 ``isValidSignature(keccak(EIP-191 message), signature)`` at the latest block.
+* Calldata binding: the memo commitment as 32 bytes appended after the ``transfer`` /
+  ``transferFrom`` arguments, or as the whole input of a native transfer; for any other call,
+  the input's last 32 bytes when they are the challenge's commitment (``calldata_memos``).
+* Transfer senders: the ``from`` of each Transfer log (the owner debited, also when a spender or
+  bundler sent the transaction) and the transaction's sender for its own value.
+* Signature binding: EIP-191 ``personal_sign`` of the proof message by an account the core asks
+  about (a transfer's sender); for a contract, EIP-1271
+  ``isValidSignature(keccak(EIP-191 message), signature)`` at the latest block.
 * Confirmations are ``head - block + 1``; with ``finality = "safe" | "finalized"`` the block must
   also be at or below that tag.
 """
@@ -24,6 +28,7 @@ from typing import Any, ClassVar, TypedDict
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_keys.exceptions import BadSignature
 from eth_utils import is_checksum_address, keccak
 
 from chains.jsonrpc import JsonRpcClient, RpcError, SharedReads
@@ -44,6 +49,8 @@ from verifier.settings import NetworkSettings
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 EIP1271_MAGIC = bytes.fromhex("1626ba7e")
 _SELECTOR_1271 = keccak(text="isValidSignature(bytes32,bytes)")[:4]
+_TRANSFER = keccak(text="transfer(address,uint256)")[:4]
+_TRANSFER_FROM = keccak(text="transferFrom(address,address,uint256)")[:4]
 _TXID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _WORD_ADDRESS = re.compile(r"^0x0{24}([0-9a-f]{40})$")
@@ -255,11 +262,6 @@ class EVMAdapter:
         if value and tx.get("to") and success:
             transfers.insert(0, Transfer(NATIVE, sender, str(tx["to"]).lower(), value))
         calldata = _bytes(tx.get("input", "0x"), "input")
-        memos = (calldata[-32:].hex(),) if len(calldata) >= 32 else ()
-        payers = {
-            t.sender for t in transfers if t.asset == query.asset and t.recipient == query.pay_to
-        }
-        payer = payers.pop() if len(payers) == 1 else sender
         return Observation(
             txid=query.txid,
             success=success,
@@ -268,35 +270,24 @@ class EVMAdapter:
             confirmations=confirmations,
             finality=finality,
             transfers=tuple(transfers),
-            payer=payer,
-            memos=memos,
-            detail={"from": sender, "blockNumber": number},
+            memos=calldata_memos(calldata, bool(value), query.memo),
         )
 
-    async def verify_payer_signature(
-        self, observation: Observation, message: bytes, signature: str
-    ) -> bool:
-        try:
-            sig = bytes.fromhex(signature.removeprefix("0x"))
-        except ValueError:
+    async def verify_signature(self, account: str, message: bytes, signature: str) -> bool:
+        """EIP-191 ``personal_sign`` by ``account``, or EIP-1271 when ``account`` is a contract."""
+        sig = _signature_bytes(signature)
+        if sig is None:
             return False
-        if len(sig) != 65:
-            return False
-        signable = encode_defunct(primitive=message)
-        try:
-            recovered = Account.recover_message(signable, signature=sig)
-        except (ValueError, TypeError):  # eth_keys rejects malformed v/r/s
-            recovered = ""
-        if recovered.lower() == observation.payer:
+        if recover_personal(message, sig) == account:
             return True
-        code = await self._client().call("eth_getCode", [observation.payer, "latest"])
+        code = await self._client().call("eth_getCode", [account, "latest"])
         if not isinstance(code, str) or code in ("0x", "0x0"):
             return False
         digest = eip191_hash(message)
         data = _SELECTOR_1271 + abi_encode(["bytes32", "bytes"], [digest, sig])
         try:
             result = await self._client().call(
-                "eth_call", [{"to": observation.payer, "data": "0x" + data.hex()}, "latest"]
+                "eth_call", [{"to": account, "data": "0x" + data.hex()}, "latest"]
             )
         except RpcError as exc:
             if "revert" in exc.rpc_message.lower():
@@ -304,3 +295,43 @@ class EVMAdapter:
             raise
         raw = _bytes(result, "eth_call result")
         return len(raw) >= 4 and raw[:4] == EIP1271_MAGIC
+
+
+def _signature_bytes(signature: str) -> bytes | None:
+    """The 65 bytes of an ``r || s || v`` hex signature (``0x`` optional), or None."""
+    try:
+        sig = bytes.fromhex(signature.strip().removeprefix("0x"))
+    except ValueError:
+        return None
+    return sig if len(sig) == 65 else None
+
+
+def recover_personal(message: bytes, sig: bytes) -> str:
+    """The lowercase address whose key made the EIP-191 signature ``sig``, or ``""``.
+
+    eth_keys raises ``BadSignature`` (not a ``ValueError``) for r or s out of range, and
+    ``ValueError``/``TypeError`` for a bad v: all of them mean "not a valid signature".
+    """
+    try:
+        recovered = Account.recover_message(encode_defunct(primitive=message), signature=sig)
+    except (BadSignature, ValueError, TypeError):
+        return ""
+    return str(recovered).lower()
+
+
+def calldata_memos(calldata: bytes, native: bool, memo: str) -> tuple[str, ...]:
+    """The commitment a transaction's input carries, where the input says so for certain.
+
+    A 32-byte suffix after the arguments of ``transfer`` or ``transferFrom``, or the whole
+    32-byte input of a native payment, is a memo. The input of any other call is ABI words of
+    unknown meaning, so its last 32 bytes only count when they are this challenge's commitment
+    (``memo``): it binds, but another tail is not read as another challenge's commitment.
+    """
+    tail = calldata[-32:].hex() if len(calldata) >= 32 else ""
+    if (
+        (native and len(calldata) == 32)
+        or (calldata[:4] == _TRANSFER and len(calldata) == 4 + 64 + 32)
+        or (calldata[:4] == _TRANSFER_FROM and len(calldata) == 4 + 96 + 32)
+    ):
+        return (tail,)
+    return (tail,) if tail and tail == memo else ()

@@ -180,9 +180,10 @@ async def test_same_transaction_with_another_nonce(shop: Shop) -> None:
     assert isinstance(await shop.settle(shop.proof(accept, tx), offers), Receipt)
     other, offers2 = shop.offer(binding="none")
     assert reason(await shop.settle(shop.proof(other, tx), offers2)) is ReasonCode.TX_ALREADY_USED
-    # A memo-bound offer: the memo commits to the first nonce, a payer signature to the second.
+    # A memo-bound offer: the calldata commits to the first nonce, which already consumed it;
+    # neither the new challenge nor a payer signature for it can take the transaction.
     bound, offers3 = shop.offer()
-    assert reason(await shop.settle(shop.proof(bound, tx), offers3)) is ReasonCode.BINDING_MISSING
+    assert reason(await shop.settle(shop.proof(bound, tx), offers3)) is ReasonCode.TX_ALREADY_USED
     signed = await shop.settle(shop.proof(bound, tx, shop.sign(bound, tx)), offers3)
     assert reason(signed) is ReasonCode.TX_ALREADY_USED
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verifier.matching import Expectation, judge, wants_signature
+from verifier.matching import Expectation, commitments, judge, signature_candidates
 from verifier.models import Binding, Finality, Observation, ReasonCode, Transfer
 
 TOKEN, OTHER, PAYEE, PAYER = "0xtoken", "0xother", "0xpayee", "0xpayer"
@@ -32,7 +32,6 @@ OBS = Observation(
     confirmations=3,
     finality=Finality.CONFIRMED,
     transfers=(Transfer(TOKEN, PAYER, PAYEE, 100),),
-    payer=PAYER,
     memos=(MEMO,),
 )
 
@@ -59,7 +58,8 @@ def test_good_payment() -> None:
         (obs(transfers=(Transfer(OTHER, PAYER, PAYEE, 100),)), ReasonCode.WRONG_ASSET),
         (obs(transfers=()), ReasonCode.TRANSFER_NOT_FOUND),
         (obs(memos=()), ReasonCode.BINDING_MISSING),
-        (obs(memos=("cd" * 32,)), ReasonCode.BINDING_MISSING),
+        (obs(memos=("a memo that is no commitment",)), ReasonCode.BINDING_MISSING),
+        (obs(memos=("cd" * 32,)), ReasonCode.BINDING_MISMATCH),
     ],
 )
 def test_rejections(observation: Observation, reason: ReasonCode) -> None:
@@ -97,15 +97,15 @@ def test_other_assets_and_payees_do_not_count() -> None:
 
 def test_binding_policies() -> None:
     unbound = obs(memos=())
-    assert judge(unbound, EXP, signature_ok=True).accepted
+    assert judge(unbound, EXP, signer=PAYER).accepted
     none = dataclasses.replace(EXP, binding=Binding.NONE)
     v = judge(unbound, none)
     assert v.accepted and not v.bound
     sig = dataclasses.replace(EXP, binding=Binding.SIGNATURE)
     assert judge(OBS, sig).reason is ReasonCode.BINDING_MISSING  # memo is not enough
-    assert judge(OBS, sig, signature_ok=True).accepted
-    assert wants_signature(OBS, sig) and wants_signature(unbound, EXP)
-    assert not wants_signature(OBS, EXP)
+    assert judge(OBS, sig, signer=PAYER).accepted
+    assert signature_candidates(OBS, sig) == [PAYER] == signature_candidates(unbound, EXP)
+    assert signature_candidates(OBS, EXP) == []  # the memo decides: no signature is checked
 
 
 @given(
@@ -117,3 +117,60 @@ def test_amount_arithmetic_is_exact(parts: list[int], amount: int) -> None:
     v = judge(obs(transfers=transfers), dataclasses.replace(EXP, amount=amount))
     assert v.paid == sum(parts)
     assert v.accepted is (sum(parts) >= amount)
+
+
+FOREIGN = "cd" * 32
+
+
+@pytest.mark.parametrize("binding", list(Binding))
+@pytest.mark.parametrize("signer", [None, PAYER])
+def test_a_commitment_binds_to_its_own_challenge_only(binding: Binding, signer: str | None) -> None:
+    """Neither a signature nor an unbound offer takes a transaction committed elsewhere."""
+    elsewhere = obs(memos=(FOREIGN,))
+    exp = dataclasses.replace(EXP, binding=binding)
+    assert signature_candidates(elsewhere, exp) == []
+    assert judge(elsewhere, exp, signer=signer).reason is ReasonCode.BINDING_MISMATCH
+    # the commitment is recognised whatever the case of its hex digits
+    assert judge(obs(memos=(MEMO.upper(),)), exp, signer=PAYER).accepted
+    assert commitments(obs(memos=(FOREIGN.upper(), "thanks"))) == {FOREIGN}
+
+
+def test_only_a_debited_owner_can_sign_and_only_for_what_it_paid() -> None:
+    relay, alice, bob = "0xrelay", "0xalice", "0xbob"
+    sig = dataclasses.replace(EXP, binding=Binding.SIGNATURE)
+    two = obs(
+        memos=(), transfers=(Transfer(TOKEN, alice, PAYEE, 60), Transfer(TOKEN, bob, PAYEE, 50))
+    )
+    # the candidates are the owners whose funds paid, most paid first; never the submitter
+    assert signature_candidates(two, sig) == [alice, bob]
+    assert judge(two, sig, signer=relay).reason is ReasonCode.BINDING_MISSING
+    # alice's signature buys what alice paid (60), not bob's 50 as well
+    v = judge(two, sig, signer=alice)
+    assert v.reason is ReasonCode.AMOUNT_TOO_LOW and v.paid == 60
+    enough = dataclasses.replace(sig, amount=60)
+    v = judge(two, enough, signer=alice)
+    assert v.accepted and v.payer == alice and v.paid == 60 and v.bound
+    # an unknown sender ("": the chain does not say whose funds) is nobody's to sign for
+    anonymous = obs(memos=(), transfers=(Transfer(TOKEN, "", PAYEE, 100),))
+    assert signature_candidates(anonymous, sig) == []
+    assert judge(anonymous, sig, signer="").reason is ReasonCode.BINDING_MISSING
+
+
+def test_payer_is_the_signer_or_the_largest_contributor() -> None:
+    alice, bob = "0xalice", "0xbob"
+    memo_bound = obs(transfers=(Transfer(TOKEN, bob, PAYEE, 40), Transfer(TOKEN, alice, PAYEE, 70)))
+    v = judge(memo_bound, EXP)
+    assert v.accepted and v.payer == alice and v.paid == 110  # the commitment binds it all
+    tie = obs(transfers=(Transfer(TOKEN, bob, PAYEE, 50), Transfer(TOKEN, alice, PAYEE, 50)))
+    assert judge(tie, EXP).payer == alice
+    assert judge(obs(transfers=(Transfer(TOKEN, "", PAYEE, 100),)), EXP).payer == ""
+    none = dataclasses.replace(EXP, binding=Binding.NONE, amount=40)
+    assert judge(obs(memos=(), transfers=memo_bound.transfers), none, signer=bob).payer == bob
+
+
+def test_a_short_payment_of_the_asset_is_too_low_whatever_else_arrived() -> None:
+    """A zero-amount transfer of the asset with another asset beside it is not ``wrong_asset``."""
+    zero = obs(transfers=(Transfer(TOKEN, PAYER, PAYEE, 0), Transfer(OTHER, PAYER, PAYEE, 10**9)))
+    assert judge(zero, EXP).reason is ReasonCode.AMOUNT_TOO_LOW
+    some = obs(transfers=(Transfer(TOKEN, PAYER, PAYEE, 1), Transfer("native", PAYER, PAYEE, 5)))
+    assert judge(some, EXP).reason is ReasonCode.AMOUNT_TOO_LOW

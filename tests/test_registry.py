@@ -63,10 +63,10 @@ class AcmeAdapter:
         return Observation(
             txid=query.txid, success=True, block_ref="1", block_time=int(time.time()),
             confirmations=1, finality=Finality.FINALIZED,
-            transfers=(Transfer("coin", payer, payee, int(amount)),), payer=payer, memos=(memo,),
+            transfers=(Transfer("coin", payer, payee, int(amount)),), memos=(memo,),
         )
 
-    async def verify_payer_signature(self, observation, message, signature):
+    async def verify_signature(self, account, message, signature):
         return False
 '''
 

@@ -50,7 +50,7 @@ def test_real_usdc_transfer_pays_its_recipient() -> None:
     obs = observe(tx, USDC_DEVNET, recipient)
     paid = [t for t in obs.transfers if t.asset == USDC_DEVNET and t.recipient == recipient]
     assert [(t.sender, t.amount) for t in paid] == [(sender, 10_000)]
-    assert obs.success and obs.payer == sender and obs.block_time == 1736502537 and obs.memos == ()
+    assert obs.success and obs.block_time == 1736502537 and obs.memos == ()
 
 
 def test_real_token_2022_transfer_creating_the_payees_ata() -> None:
@@ -70,8 +70,11 @@ def test_real_token_2022_transfer_creating_the_payees_ata() -> None:
 def test_real_native_transfer_and_failures() -> None:
     native = observe(load("metamask_snap/native-sol-transfer.json"))
     assert any(t.asset == "native" and t.amount == 100_000_000 for t in native.transfers)
-    to_self = observe(load("metamask_snap/native-sol-transfer-to-self.json"))
-    assert not [t for t in to_self.transfers if t.recipient == to_self.payer]
+    raw_to_self = load("metamask_snap/native-sol-transfer-to-self.json")
+    to_self = observe(raw_to_self)
+    first_key = raw_to_self["transaction"]["message"]["accountKeys"][0]
+    owner = first_key["pubkey"] if isinstance(first_key, dict) else first_key
+    assert not [t for t in to_self.transfers if t.recipient == owner]
     assert observe(load("metamask_snap/failed-swap.json")).success is False
     assert observe(load("metamask_snap/swap-failed-transaction.json")).success is False
 
@@ -185,7 +188,8 @@ def test_server_shape_matches_real_responses() -> None:
 @pytest.mark.parametrize(
     "mangle",
     [
-        lambda tx: tx["meta"].update(innerInstructions=[{"index": 0}]),
+        lambda tx: tx["meta"].update(fee="5000"),
+        lambda tx: tx["transaction"]["message"].update(instructions=[3]),
         lambda tx: tx["meta"].update(preBalances=["a"] * len(tx["meta"]["preBalances"])),
         lambda tx: tx["meta"].update(postTokenBalances=["not a balance"]),
         lambda tx: tx["meta"].update(preTokenBalances=[{"accountIndex": 1, "uiTokenAmount": 5}]),

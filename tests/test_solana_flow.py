@@ -140,11 +140,20 @@ async def test_failed_transaction(shop: SolanaShop, env: SolanaEnv) -> None:
     assert reason(await shop.settle(shop.proof(accept, tx), offers)) is ReasonCode.TX_REVERTED
 
 
-@pytest.mark.parametrize("memo", [None, "0" * 64])
-async def test_memo_missing_or_wrong(shop: SolanaShop, env: SolanaEnv, memo: str | None) -> None:
+@pytest.mark.parametrize(
+    ("memo", "expected"),
+    [
+        (None, ReasonCode.BINDING_MISSING),
+        ("ping", ReasonCode.BINDING_MISSING),
+        ("0" * 64, ReasonCode.BINDING_MISMATCH),  # commits to some other challenge
+    ],
+)
+async def test_memo_missing_or_wrong(
+    shop: SolanaShop, env: SolanaEnv, memo: str | None, expected: ReasonCode
+) -> None:
     accept, offers = shop.offer(binding="required")
     tx = env.ledger.execute(env.token_payment(env.usdc, env.payee, 100_000, memo=memo), [env.payer])
-    assert reason(await shop.settle(shop.proof(accept, tx), offers)) is ReasonCode.BINDING_MISSING
+    assert reason(await shop.settle(shop.proof(accept, tx), offers)) is expected
 
 
 async def test_payer_signature_binds_without_memo(shop: SolanaShop, env: SolanaEnv) -> None:

@@ -51,8 +51,9 @@ class Query:
 
     ``asset`` and ``pay_to`` are already normalized by the same adapter, so an adapter can use them
     to fetch only what matters (a payee's token account, a jetton wallet). ``memo`` (the
-    challenge's public commitment) and ``issued_at`` let an adapter resolve a locator that names
-    no transaction (TON's ``ton:<account>|<nonce>``) by scanning the payee's recent transactions.
+    challenge's public commitment), ``issued_at`` and ``amount`` let an adapter resolve a locator
+    that names no transaction (TON's ``ton:<account>|<nonce>``) by scanning the payee's recent
+    transactions for the one that carries the commitment and pays the offer.
     """
 
     txid: str
@@ -61,6 +62,7 @@ class Query:
     min_confirmations: int
     memo: str = ""
     issued_at: int = 0
+    amount: int = 0
 
 
 @runtime_checkable
@@ -97,8 +99,12 @@ class ChainAdapter(Protocol):
         """What the chain says about ``query.txid``; ``TransientError`` when it cannot say yet."""
         ...
 
-    async def verify_payer_signature(
-        self, observation: Observation, message: bytes, signature: str
-    ) -> bool:
-        """Whether ``signature`` over ``message`` was made by ``observation.payer``."""
+    async def verify_signature(self, account: str, message: bytes, signature: str) -> bool:
+        """Whether ``signature`` over ``message`` was made by ``account``.
+
+        ``account`` is the normalized sender of a transfer (an owner whose funds paid); the core
+        decides which accounts are asked. Any malformed signature (wrong length, encoding, a
+        point or scalar out of range) is ``False``, never an exception; only a failure to ask
+        the chain (a contract wallet's EIP-1271 call) raises, as a ``TransientError``.
+        """
         ...

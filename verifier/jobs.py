@@ -22,8 +22,16 @@ from pydantic import BaseModel, ConfigDict
 from verifier.adapter import ChainAdapter, Query
 from verifier.challenge import ChallengeSigner, authenticate_proof, nonce_expiry, proof_message
 from verifier.errors import FinalError, TransientError
-from verifier.matching import Expectation, judge, wants_signature
-from verifier.models import SCHEME, Failure, PaymentPayload, ReasonCode, Receipt, failure
+from verifier.matching import Expectation, judge, signature_candidates
+from verifier.models import (
+    SCHEME,
+    Failure,
+    Observation,
+    PaymentPayload,
+    ReasonCode,
+    Receipt,
+    failure,
+)
 from verifier.settings import Settings
 from verifier.store import ClaimStatus, Store
 
@@ -104,14 +112,10 @@ class Verifier:
                     expect.min_confirmations,
                     challenge.memo,
                     challenge.issued_at,
+                    expect.amount,
                 )
                 obs = await adapter.observe(query)
-                signature_ok = False
-                if proof.payload.signature and wants_signature(obs, expect):
-                    message = proof_message(network, challenge.nonce, obs.txid)
-                    signature_ok = await adapter.verify_payer_signature(
-                        obs, message, proof.payload.signature
-                    )
+                signer = await self._signer(adapter, obs, expect, challenge.nonce, proof)
         except TimeoutError:
             note = "the chain did not answer within the job's time budget"
             return Step(failure(ReasonCode.RPC_UNAVAILABLE, note, **fail), retry=True)
@@ -120,7 +124,7 @@ class Verifier:
         except FinalError as exc:
             return Step(failure(exc.reason, str(exc), **fail))
 
-        verdict = judge(obs, expect, signature_ok=signature_ok)
+        verdict = judge(obs, expect, signer=signer)
         fail["transaction"] = obs.txid
         if verdict.reason is not None:
             return Step(
@@ -132,7 +136,7 @@ class Verifier:
             transaction=obs.txid,
             asset=proof.accepted.asset,
             amount=str(challenge.terms.amount),
-            payer=obs.payer,
+            payer=verdict.payer,
             pay_to=proof.accepted.pay_to,
             verified_at=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
             + "Z",
@@ -150,6 +154,24 @@ class Verifier:
         )
         return Step(receipt)
 
+    @staticmethod
+    async def _signer(
+        adapter: ChainAdapter,
+        obs: Observation,
+        expect: Expectation,
+        nonce: str,
+        proof: PaymentPayload,
+    ) -> str | None:
+        """The owner whose signature the proof carries, among those the core would accept."""
+        signature = proof.payload.signature
+        if not signature:
+            return None
+        message = proof_message(adapter.network, nonce, obs.txid)
+        for owner in signature_candidates(obs, expect):
+            if await adapter.verify_signature(owner, message, signature):
+                return owner
+        return None
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -166,6 +188,22 @@ class Verifier:
         delay: float = min(w.retry_max, w.retry_base * 2.0 ** max(job_try - 1, 0))
         delay *= random.uniform(0.8, 1.2)  # spread retries of a burst of proofs
         return max(0.05, min(delay, left))
+
+    async def _explain_mismatch(self, outcome: Failure) -> Failure:
+        """A transaction bound to another challenge that already paid for it is, to the client,
+        a used transaction: say so (``tx_already_used``) rather than ``binding_mismatch``."""
+        if outcome.error_reason is not ReasonCode.BINDING_MISMATCH or not outcome.transaction:
+            return outcome
+        owner = await self.store.consumed_by(f"{outcome.network}:{outcome.transaction}")
+        if owner is None or owner == outcome.nonce:
+            return outcome
+        return failure(
+            ReasonCode.TX_ALREADY_USED,
+            "this transaction already paid for another challenge",
+            network=outcome.network,
+            nonce=outcome.nonce,
+            transaction=outcome.transaction,
+        )
 
     async def run(self, job: VerifyJob, job_try: int) -> Receipt | Failure:
         """One attempt, stored: a final outcome is recorded, a transient one retried."""
@@ -187,6 +225,7 @@ class Verifier:
                 transaction=outcome.transaction,
             )
         if isinstance(outcome, Failure):
+            outcome = await self._explain_mismatch(outcome)
             await self.store.record_failure(job.job, outcome, retention)
             return outcome
         consumption_key = outcome.extensions[SCHEME]["consumptionKey"]

@@ -1,10 +1,34 @@
-"""Observation + offer -> verdict. The one place where payment policy lives, for every chain."""
+"""Observation + offer -> verdict. The one place where payment policy lives, for every chain.
+
+Who paid, and what binds a transaction to a challenge, is decided here and nowhere else:
+
+* **Counted transfers** are the transfers of the offered asset to the payee.
+* **A commitment binds to its challenge only.** A commitment is a memo of the shape the gate
+  issues (64 hex digits: a Solana memo, a Stellar memo hash, a TON comment, an EVM calldata
+  suffix). A transaction carrying one binds to that challenge, and to no other: neither a payer
+  signature nor an offer with ``binding = "none"`` can claim it for another challenge
+  (``binding_mismatch``). Otherwise anyone watching the chain could take a challenge of a cheap
+  unbound offer, or co-sign as a relay, and redeem someone else's payment under it.
+* **A payer signature counts only from an owner whose funds were debited in the counted
+  transfers** (a ``Transfer.sender``), never from a fee payer, relay or bundler that merely
+  signed or submitted the transaction; and it buys only what its signer paid: with a signature,
+  the signer's own counted transfers must cover the amount.
+* **The payer** in the receipt is the signer when a signature bound the proof, else the owner
+  who paid the most in the counted transfers (the lexically first on a tie), or ``""`` when the
+  chain does not say whose funds were debited.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from verifier.models import Binding, Finality, Observation, ReasonCode
+from verifier.models import Binding, Finality, Observation, ReasonCode, Transfer
+
+# The most owners whose signature is tried for one proof: each try may cost an RPC call (an
+# EIP-1271 contract wallet), and a crafted transaction may list many owners.
+MAX_SIGNERS = 8
+_COMMITMENT = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +52,63 @@ class Verdict:
     message: str
     paid: int = 0
     bound: bool = False
+    payer: str = ""
 
     @property
     def accepted(self) -> bool:
         return self.reason is None
 
 
-def memo_bound(obs: Observation, exp: Expectation) -> bool:
-    return exp.memo in obs.memos
+def is_commitment(memo: str) -> bool:
+    """Whether ``memo`` has the shape of a challenge commitment (``memo_for``: 64 hex digits)."""
+    return _COMMITMENT.match(memo) is not None
 
 
-def wants_signature(obs: Observation, exp: Expectation) -> bool:
-    """Whether a payer signature, if the proof has one, must be checked to decide."""
-    return exp.binding is Binding.SIGNATURE or not memo_bound(obs, exp)
+def commitments(obs: Observation) -> frozenset[str]:
+    """The challenge commitments ``obs`` carries, lowercase."""
+    return frozenset(m.lower() for m in obs.memos if is_commitment(m))
 
 
-def judge(obs: Observation, exp: Expectation, *, signature_ok: bool = False) -> Verdict:
+def counted(obs: Observation, exp: Expectation) -> list[Transfer]:
+    return [t for t in obs.transfers if t.asset == exp.asset and t.recipient == exp.pay_to]
+
+
+def _contributions(transfers: list[Transfer]) -> dict[str, int]:
+    paid: dict[str, int] = {}
+    for t in transfers:
+        if t.sender:
+            paid[t.sender] = paid.get(t.sender, 0) + t.amount
+    return paid
+
+
+def signature_candidates(obs: Observation, exp: Expectation) -> list[str]:
+    """The owners whose payer signature could decide this proof, most paid first.
+
+    Empty when no signature can change the verdict: the transaction carries this challenge's
+    commitment and the offer does not insist on a signature, or it carries another challenge's.
+    """
+    found = commitments(obs)
+    if found and exp.memo not in found:
+        return []
+    if exp.memo in found and exp.binding is not Binding.SIGNATURE:
+        return []
+    paid = _contributions(counted(obs, exp))
+    return sorted(paid, key=lambda owner: (-paid[owner], owner))[:MAX_SIGNERS]
+
+
+def _refusal_without_payment(obs: Observation, exp: Expectation) -> Verdict:
+    if any(t.asset == exp.asset for t in obs.transfers):
+        return Verdict(ReasonCode.WRONG_RECIPIENT, "the asset was paid to another address")
+    if any(t.recipient == exp.pay_to for t in obs.transfers):
+        return Verdict(ReasonCode.WRONG_ASSET, "the payee received another asset")
+    return Verdict(ReasonCode.TRANSFER_NOT_FOUND, "no transfer of the asset to the payee")
+
+
+def judge(obs: Observation, exp: Expectation, *, signer: str | None = None) -> Verdict:
     """Decide whether ``obs`` pays what ``exp`` asks for.
+
+    ``signer`` is the owner (one of ``signature_candidates``) whose payer signature over the
+    proof the adapter verified, if any.
 
     Depth comes first: nothing read from a block that may still be replaced is final, so a
     shallow transaction is ``insufficient_confirmations`` (transient) whatever it holds.
@@ -67,24 +131,43 @@ def judge(obs: Observation, exp: Expectation, *, signature_ok: bool = False) -> 
             f"block time {obs.block_time} is after the challenge expired ({exp.expires_at})",
         )
 
-    of_asset = [t for t in obs.transfers if t.asset == exp.asset]
-    to_payee = [t for t in obs.transfers if t.recipient == exp.pay_to]
-    paid = sum(t.amount for t in of_asset if t.recipient == exp.pay_to)
-    if paid == 0:
-        if of_asset and not to_payee:
-            return Verdict(ReasonCode.WRONG_RECIPIENT, "the asset was paid to another address")
-        if to_payee:
-            return Verdict(ReasonCode.WRONG_ASSET, "the payee received another asset")
-        return Verdict(ReasonCode.TRANSFER_NOT_FOUND, "no transfer of the asset to the payee")
+    # Any transfer of the asset to the payee, even of 0, makes the question "how much".
+    to_payee = counted(obs, exp)
+    if not to_payee:
+        return _refusal_without_payment(obs, exp)
+    found = commitments(obs)
+    if found and exp.memo not in found:
+        return Verdict(
+            ReasonCode.BINDING_MISMATCH,
+            "the transaction commits to another challenge (its memo is not this challenge's)",
+        )
+    memo_bound = exp.memo in found
+    contributions = _contributions(to_payee)
+    signed = signer is not None and signer in contributions
+    if signed and (exp.binding is Binding.SIGNATURE or not memo_bound):
+        # A signature buys what its signer paid, not what others paid in the same transaction.
+        paid = contributions[signer or ""]
+    else:
+        paid = sum(t.amount for t in to_payee)
     if paid < exp.amount:
-        return Verdict(ReasonCode.AMOUNT_TOO_LOW, f"paid {paid}, required {exp.amount}", paid=paid)
-
-    bound = signature_ok or memo_bound(obs, exp)
-    if exp.binding is Binding.SIGNATURE and not signature_ok:
-        return Verdict(ReasonCode.BINDING_MISSING, "the offer requires a payer signature")
+        who = " by the signer" if signed and paid != sum(t.amount for t in to_payee) else ""
+        return Verdict(
+            ReasonCode.AMOUNT_TOO_LOW, f"paid {paid}{who}, required {exp.amount}", paid=paid
+        )
+    if exp.binding is Binding.SIGNATURE and not signed:
+        return Verdict(
+            ReasonCode.BINDING_MISSING,
+            "the offer requires a signature by an owner whose funds paid the transfer",
+        )
+    bound = signed or memo_bound
     if exp.binding is not Binding.NONE and not bound:
         return Verdict(
             ReasonCode.BINDING_MISSING,
-            "the transaction carries no memo commitment and the proof no valid payer signature",
+            "the transaction carries no memo commitment and the proof no valid signature of an "
+            "owner whose funds paid the transfer",
         )
-    return Verdict(None, "paid", paid=paid, bound=bound)
+    if signed:
+        payer = signer or ""
+    else:
+        payer = min(contributions, key=lambda o: (-contributions[o], o), default="")
+    return Verdict(None, "paid", paid=paid, bound=bound, payer=payer)

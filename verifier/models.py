@@ -11,7 +11,7 @@ compares them with the offer in ``verifier.matching``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -47,6 +47,7 @@ class ReasonCode(StrEnum):
     AMOUNT_TOO_LOW = "amount_too_low"
     TRANSFER_NOT_FOUND = "transfer_not_found"
     BINDING_MISSING = "binding_missing"
+    BINDING_MISMATCH = "binding_mismatch"
     TX_BEFORE_CHALLENGE = "tx_before_challenge"
     WRONG_CHAIN = "wrong_chain"
 
@@ -192,7 +193,13 @@ class Finality(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    """One movement of value inside a transaction, with normalized addresses."""
+    """One movement of value inside a transaction, with normalized addresses.
+
+    ``sender`` is the owner whose funds were debited for it (the ``from`` of an ERC-20 log, the
+    owner of a debited token account, the source of a payment operation), never whoever merely
+    signed, paid the fee for or submitted the transaction; ``""`` when the chain does not say
+    whose funds these were. Only a sender's signature can bind a proof (``verifier.matching``).
+    """
 
     asset: str  # normalized asset id, or "native"
     sender: str
@@ -211,8 +218,10 @@ class Observation:
     confirmations: int
     finality: Finality
     transfers: tuple[Transfer, ...]
-    payer: str
-    # Commitments the transaction carries, as the chain allows: hex for binary data (an EVM
-    # calldata suffix, a Stellar memo hash), text for memos and comments.
+    # What the transaction carries as memos, as the chain allows: hex for binary data (an EVM
+    # calldata suffix, a Stellar memo hash), text for memos and comments. Those of a
+    # commitment's shape bind the transaction to that challenge only (``verifier.matching``).
     memos: tuple[str, ...] = ()
-    detail: dict[str, Any] = field(default_factory=dict)
+    # Other ids of this same payment (a fee-bump outer hash, a TON notification transaction),
+    # for logs and audits; the consumption key uses ``txid`` only.
+    aliases: tuple[str, ...] = ()

@@ -37,7 +37,7 @@ _REQUIRED = (
     "normalize_address",
     "normalize_asset",
     "observe",
-    "verify_payer_signature",
+    "verify_signature",
 )
 log = logging.getLogger(__name__)
 

@@ -192,6 +192,11 @@ class Store:
             return ClaimResult(st, stored)
         return ClaimResult(st, None)
 
+    async def consumed_by(self, consumption_key: str) -> str | None:
+        """The nonce that consumed this transaction, if any (read-only; no claim)."""
+        raw = await self.redis.get(self.keys.used(consumption_key))
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
     async def record_failure(self, job: str, outcome: Failure, ttl: int) -> None:
         """Store a final failure for this proof and announce it."""
         raw = dump(outcome)

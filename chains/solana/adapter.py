@@ -19,12 +19,13 @@ adapter ask ``getSignatureStatuses`` whether it is merely not deep enough yet (`
   same transaction). Net credits are reported with the account's owner as recipient only when the
   account is the owner's associated token account for that mint and token program; any other
   credited account is reported under its own address, so it never counts as paying the owner.
+  The sender is the one owner whose balance of the mint fell (unknown when several fell).
   Balances are what the payee got, so Token-2022 transfer fees are already deducted.
 * Native SOL: every positive lamport delta (``postBalances - preBalances``) is a transfer to that
-  account, from the fee payer.
+  account, from the one account that lost lamports beyond the fee (unknown when several did).
 * Memos: the text of each top-level SPL Memo instruction (v1 and v2/v3 program ids).
-* Signature binding: ed25519 over the proof message by the fee payer or by a transfer authority
-  (the owner of a debited token account, or the ``authority`` of a transfer instruction).
+* Signature binding: ed25519 over the proof message by an account the core asks about: the
+  owner whose token (or lamport) balance paid the transfer, never the fee payer as such.
 """
 
 from __future__ import annotations
@@ -195,15 +196,11 @@ class SolanaAdapter:
             confirmations=max(1, head - slot + 1),
             finality=finality,
             transfers=obs.transfers,
-            payer=obs.payer,
             memos=obs.memos,
-            detail={**obs.detail, "commitment": self.commitment},
         )
 
-    async def verify_payer_signature(
-        self, observation: Observation, message: bytes, signature: str
-    ) -> bool:
-        """ed25519 over ``message`` by the payer, the fee payer or a transfer authority.
+    async def verify_signature(self, account: str, message: bytes, signature: str) -> bool:
+        """ed25519 over ``message`` by ``account``.
 
         ``signature`` is base58 (Solana's usual form), hex (``0x`` optional) or base64 of the
         64 signature bytes.
@@ -211,16 +208,11 @@ class SolanaAdapter:
         raw = _signature_bytes(signature.strip())
         if raw is None:
             return False
-        sig = Signature.from_bytes(raw)
-        keys = {observation.payer, *observation.detail.get("authorities", ())}
-        for key in keys:
-            try:
-                pubkey = Pubkey.from_string(key)
-            except ValueError:
-                continue
-            if sig.verify(pubkey, message):
-                return True
-        return False
+        try:
+            pubkey = Pubkey.from_string(account)
+        except ValueError:
+            return False
+        return Signature.from_bytes(raw).verify(pubkey, message)
 
 
 def _signature_bytes(text: str) -> bytes | None:

@@ -1,4 +1,4 @@
-"""Reading one jsonParsed (or json) ``getTransaction`` result: transfers, memos, authorities.
+"""Reading one jsonParsed (or json) ``getTransaction`` result: transfers and memos.
 
 Pure functions over the raw RPC shapes (``TypedDict`` below); the rules are in the docstring
 of ``chains.solana.adapter``. The tests also run them on real recorded responses.
@@ -26,7 +26,6 @@ ATA_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 MEMO_PROGRAMS = frozenset(
     {"Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo", "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr"}
 )
-_TRANSFER_TYPES = frozenset({"transfer", "transferChecked", "transferCheckedWithFee"})
 
 
 class UiTokenAmount(TypedDict, total=False):
@@ -102,25 +101,22 @@ def normalize_pubkey(value: str) -> str:
         raise ValueError(f"{value!r} is not a base58 32-byte Solana address") from exc
 
 
-def _account_keys(tx: RpcTransaction) -> tuple[list[str], set[str]]:
-    """All account keys in index order (static, then loaded writable, then loaded readonly), and
-    the signers. jsonParsed lists loaded keys itself; json encoding leaves them in ``meta``."""
+def _account_keys(tx: RpcTransaction) -> list[str]:
+    """All account keys in index order (static, then loaded writable, then loaded readonly).
+    jsonParsed lists loaded keys itself; json encoding leaves them in ``meta``."""
     message = tx.get("transaction", {}).get("message", {})
     raw = message.get("accountKeys") or []
     if raw and isinstance(raw[0], dict):
         keys = [k.get("pubkey") for k in raw]
         if not all(isinstance(k, str) for k in keys):
             raise RpcUnavailable("malformed accountKeys in RPC reply")
-        signers = {str(k.get("pubkey")) for k in raw if k.get("signer")}
-        return keys, signers
+        return keys
     if not all(isinstance(k, str) for k in raw):
         raise RpcUnavailable("malformed accountKeys in RPC reply")
     keys = [str(k) for k in raw]
-    count = int(message.get("header", {}).get("numRequiredSignatures", 1))
-    signers = set(keys[:count])
     loaded = (tx.get("meta") or {}).get("loadedAddresses") or {}
     keys += list(loaded.get("writable") or []) + list(loaded.get("readonly") or [])
-    return keys, signers
+    return keys
 
 
 def _amount(balance: RpcTokenBalance) -> int:
@@ -139,7 +135,7 @@ def _program_of(ix: dict[str, Any], keys: list[str]) -> str:
 
 def memos_of(tx: RpcTransaction) -> tuple[str, ...]:
     """Texts of the top-level SPL Memo instructions (parsed, or base58 data in json encoding)."""
-    keys, _ = _account_keys(tx)
+    keys = _account_keys(tx)
     found = []
     for ix in tx.get("transaction", {}).get("message", {}).get("instructions") or []:
         if _program_of(ix, keys) not in MEMO_PROGRAMS:
@@ -181,41 +177,85 @@ def observe_transaction(tx: RpcTransaction, txid: str, query: Query) -> Observat
         raise RpcUnavailable(f"{txid}: malformed getTransaction reply: {exc!r:.200}") from exc
 
 
-def _observe(tx: RpcTransaction, txid: str, query: Query) -> Observation:
-    meta = tx.get("meta")
-    if meta is None:
-        raise RpcUnavailable(f"{txid}: the node returned the transaction without its meta")
-    keys, signers = _account_keys(tx)
-    fee_payer = keys[0] if keys else ""
-    transfers: list[Transfer] = []
-    authorities: set[str] = {fee_payer}
+def _token_movements(
+    meta: RpcMeta, keys: list[str]
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int], list[tuple[str, str, int]]]:
+    """SPL balance changes: net change per (mint, owner), credits to owners' associated token
+    accounts per (mint, owner), and credits to any other token account (mint, account, amount).
 
-    # SPL: net change per (mint, owner) over all its token accounts, so that moving tokens
-    # between one's own accounts pays nobody; of a positive net change, only what reached the
-    # owner's associated token account counts as paid to the owner. Credits to any other token
-    # account are reported under that account's address.
+    A pre balance counts against the pre entry's (mint, owner) and a post balance for the post
+    entry's: a token account that changes owner in the transaction (SetAuthority) debits its old
+    owner and credits its new one, instead of charging the whole change to the new owner.
+    """
     pre = {b.get("accountIndex"): b for b in meta.get("preTokenBalances") or []}
     post = {b.get("accountIndex"): b for b in meta.get("postTokenBalances") or []}
     net: dict[tuple[str, str], int] = {}
     to_ata: dict[tuple[str, str], int] = {}
     other_credits: list[tuple[str, str, int]] = []
     for index in {i for i in (*pre, *post) if isinstance(i, int) and 0 <= i < len(keys)}:
-        entry = post.get(index) or pre[index]
-        delta = (_amount(post[index]) if index in post else 0) - (
-            _amount(pre[index]) if index in pre else 0
-        )
-        mint, owner = str(entry.get("mint", "")), str(entry.get("owner", ""))
-        net[(mint, owner)] = net.get((mint, owner), 0) + delta
-        if delta > 0:
-            program = str(entry.get("programId", TOKEN_PROGRAM))
-            try:
-                is_ata = keys[index] == associated_token_account(owner, mint, program)
-            except ValueError:
-                is_ata = False
-            if is_ata:
-                to_ata[(mint, owner)] = to_ata.get((mint, owner), 0) + delta
-            else:
-                other_credits.append((mint, keys[index], delta))
+        before, after = pre.get(index), post.get(index)
+        held: tuple[str, str] | None = None
+        if before is not None:
+            held = (str(before.get("mint", "")), str(before.get("owner", "")))
+            net[held] = net.get(held, 0) - _amount(before)
+        if after is None:
+            continue
+        mint, owner = str(after.get("mint", "")), str(after.get("owner", ""))
+        net[(mint, owner)] = net.get((mint, owner), 0) + _amount(after)
+        # Only a balance the same owner already held is subtracted: a new owner's credit is
+        # everything the account holds after the transaction.
+        kept = _amount(before) if before is not None and held == (mint, owner) else 0
+        credit = _amount(after) - kept
+        if credit <= 0:
+            continue
+        program = str(after.get("programId", TOKEN_PROGRAM))
+        try:
+            is_ata = keys[index] == associated_token_account(owner, mint, program)
+        except ValueError:
+            is_ata = False
+        if is_ata:
+            to_ata[(mint, owner)] = to_ata.get((mint, owner), 0) + credit
+        else:
+            other_credits.append((mint, keys[index], credit))
+    return net, to_ata, other_credits
+
+
+def _lamport_debits(meta: RpcMeta, keys: list[str], txid: str) -> tuple[set[str], list[Transfer]]:
+    """Accounts whose lamports paid for something beyond the fee, and the native credits."""
+    debited: set[str] = set()
+    credits: list[tuple[str, int]] = []
+    fee = meta.get("fee") or 0
+    if not isinstance(fee, int):
+        raise RpcUnavailable(f"{txid}: malformed fee in RPC reply")
+    for index, (before, after) in enumerate(
+        zip(meta.get("preBalances") or [], meta.get("postBalances") or [], strict=False)
+    ):
+        if not isinstance(before, int) or not isinstance(after, int) or index >= len(keys):
+            raise RpcUnavailable(f"{txid}: malformed lamport balances in RPC reply")
+        # The fee payer's balance also pays the fee: only what it lost beyond that paid anyone.
+        change = after - before + (fee if index == 0 else 0)
+        if change < 0:
+            debited.add(keys[index])
+        elif after > before:
+            credits.append((keys[index], after - before))
+    sender = next(iter(debited)) if len(debited) == 1 else ""
+    return debited, [Transfer(NATIVE, sender, account, amount) for account, amount in credits]
+
+
+def _observe(tx: RpcTransaction, txid: str, query: Query) -> Observation:
+    meta = tx.get("meta")
+    if meta is None:
+        raise RpcUnavailable(f"{txid}: the node returned the transaction without its meta")
+    keys = _account_keys(tx)
+    transfers: list[Transfer] = []
+
+    # SPL: net change per (mint, owner) over all its token accounts, so that moving tokens
+    # between one's own accounts pays nobody; of a positive net change, only what reached the
+    # owner's associated token account counts as paid to the owner. Credits to any other token
+    # account are reported under that account's address. The sender is the one owner whose
+    # balance of that mint fell, or unknown ("") when several fell: balances do not pair debits
+    # with credits, and a guess could let the wrong owner's signature bind.
+    net, to_ata, other_credits = _token_movements(meta, keys)
     debited: dict[str, set[str]] = {}
     for (mint, owner), change in net.items():
         if change < 0:
@@ -227,31 +267,13 @@ def _observe(tx: RpcTransaction, txid: str, query: Query) -> Observation:
     ]
     for mint, recipient, amount in [*credited, *other_credits]:
         sources = debited.get(mint, set())
-        sender = next(iter(sources)) if len(sources) == 1 else fee_payer
+        sender = next(iter(sources)) if len(sources) == 1 else ""
         transfers.append(Transfer(mint, sender, recipient, amount))
-        authorities |= sources
 
-    # Native SOL from lamport deltas.
-    for index, (before, after) in enumerate(
-        zip(meta.get("preBalances") or [], meta.get("postBalances") or [], strict=False)
-    ):
-        if not isinstance(before, int) or not isinstance(after, int):
-            raise RpcUnavailable(f"{txid}: malformed lamport balances in RPC reply")
-        if after > before and index < len(keys):
-            transfers.append(Transfer(NATIVE, fee_payer, keys[index], after - before))
+    # Native SOL from lamport deltas; the fee payer is a sender only for what it paid beyond
+    # the fee (a relay that pays the fee for someone else's transfer is not a sender).
+    transfers += _lamport_debits(meta, keys, txid)[1]
 
-    # Transfer authorities named by parsed token instructions (delegates included).
-    inner = [ix for group in meta.get("innerInstructions") or [] for ix in group["instructions"]]
-    for ix in [*tx.get("transaction", {}).get("message", {}).get("instructions", []), *inner]:
-        parsed = ix.get("parsed")
-        if isinstance(parsed, dict) and parsed.get("type") in _TRANSFER_TYPES:
-            info = parsed.get("info") or {}
-            for field in ("authority", "multisigAuthority", "source"):
-                if isinstance(info.get(field), str) and info[field] in signers:
-                    authorities.add(info[field])
-
-    payers = {t.sender for t in transfers if t.asset == query.asset and t.recipient == query.pay_to}
-    payer = payers.pop() if len(payers) == 1 else fee_payer
     block_time = tx.get("blockTime")
     if not isinstance(block_time, int):
         raise RpcUnavailable(f"{txid}: the node has no blockTime for this transaction yet")
@@ -264,12 +286,5 @@ def _observe(tx: RpcTransaction, txid: str, query: Query) -> Observation:
         confirmations=0,
         finality=Finality.PENDING,
         transfers=tuple(transfers),
-        payer=payer,
         memos=memos_of(tx),
-        detail={
-            "slot": slot,
-            "feePayer": fee_payer,
-            "authorities": sorted(authorities),
-            "version": tx.get("version", "legacy"),
-        },
     )

@@ -20,7 +20,8 @@ first). The network is pinned at ``start()`` by the root endpoint's ``network_pa
   always the inner hash, so both proofs lead to one consumption key.
 * Binding: ``MEMO_HASH`` whose 32 bytes are the memo commitment (reported as hex). A text memo
   holds 28 bytes and cannot carry the 64-character commitment, so it is reported but never
-  binds. Or an ed25519 signature of the proof message by the paying account (hex or base64).
+  binds. Or an ed25519 signature of the proof message by the paying account (the ``from`` of
+  the paying operation, never the fee-bump fee account), hex or base64.
 """
 
 from __future__ import annotations
@@ -217,38 +218,27 @@ class StellarAdapter:
         success = tx.get("successful") is True and all(
             op.get("transaction_successful") is True for op in ops
         )
-        transfers = horizon.transfers_of(ops, query.pay_to)
-        payers = {
-            t.sender for t in transfers if t.asset == query.asset and t.recipient == query.pay_to
-        }
-        source = str(tx.get("source_account", ""))
+        canonical = horizon.canonical_hash(tx)
         return Observation(
-            txid=horizon.canonical_hash(tx),
+            txid=canonical,
             success=success,
             block_ref=str(ledger),
             block_time=horizon.unix_time(tx.get("created_at")),
             confirmations=confirmations,
             finality=Finality.FINALIZED,
-            transfers=tuple(transfers),
-            payer=payers.pop() if len(payers) == 1 else source,
+            transfers=tuple(horizon.transfers_of(ops, query.pay_to)),
             memos=horizon.memos_of(tx),
-            detail={
-                "ledger": ledger,
-                "source": source,
-                "feeAccount": tx.get("fee_account"),
-                "outerHash": (tx.get("fee_bump_transaction") or {}).get("hash"),
-            },
+            aliases=tuple(sorted(horizon.hashes_of(tx) - {canonical})),
         )
 
-    async def verify_payer_signature(
-        self, observation: Observation, message: bytes, signature: str
-    ) -> bool:
+    async def verify_signature(self, account: str, message: bytes, signature: str) -> bool:
+        """ed25519 over ``message`` by the G account ``account`` (hex or base64 signature)."""
         sig = _signature_bytes(signature)
         if sig is None:
             return False
         try:
-            Keypair.from_public_key(observation.payer).verify(message, sig)
-        except (BadSignatureError, Ed25519PublicKeyInvalidError):
+            Keypair.from_public_key(account).verify(message, sig)
+        except (BadSignatureError, Ed25519PublicKeyInvalidError, ValueError):
             return False
         return True
 

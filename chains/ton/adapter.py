@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pytoniq_core import Address, begin_cell
 
@@ -280,10 +280,6 @@ class TONAdapter:
                         canonical = await self._sender_tx(in_msg, source)
                     if jetton.forward_comment is not None and counted.asset == query.asset:
                         memos.append(jetton.forward_comment)
-        payers = {
-            t.sender for t in transfers if t.asset == query.asset and t.recipient == query.pay_to
-        }
-        payer = payers.pop() if len(payers) == 1 else (transfers[0].sender if transfers else "")
         confirmations = 1
         if query.min_confirmations > 1:
             last = await self._last_mc_seqno()
@@ -292,9 +288,6 @@ class TONAdapter:
                 last = await self._last_mc_seqno()
             confirmations = max(1, last - mc_seqno + 1)
         ref = tx.get("block_ref") or {}
-        detail: dict[str, Any] = {"account": account, "lt": tx.get("lt"), "mcBlockSeqno": mc_seqno}
-        if canonical != txid:
-            detail["notificationTx"] = txid
         return Observation(
             txid=canonical,
             success=success,
@@ -303,9 +296,8 @@ class TONAdapter:
             confirmations=confirmations,
             finality=Finality.FINALIZED,
             transfers=tuple(transfers),
-            payer=payer,
             memos=tuple(memos),
-            detail=detail,
+            aliases=(txid,) if canonical != txid else (),
         )
 
     async def _sender_tx(self, msg: V3Message, sender: str) -> str:
@@ -340,9 +332,7 @@ class TONAdapter:
                 return Transfer(query.asset, sender, owner, jetton.amount)
         return None
 
-    async def verify_payer_signature(
-        self, observation: Observation, message: bytes, signature: str
-    ) -> bool:
+    async def verify_signature(self, account: str, message: bytes, signature: str) -> bool:
         """Always False: TON payers bind with the comment, not with a signature.
 
         A TON account is a contract; its public key is only readable through a wallet-specific
