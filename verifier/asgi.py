@@ -6,6 +6,8 @@
 * A bad proof: ``402`` with the failure in ``PAYMENT-RESPONSE`` and a fresh challenge.
 * A pending proof (not confirmed within ``gate.settle_timeout``): ``402`` with the transient
   failure and ``Retry-After``; the verification keeps running, send the same proof again.
+* Too many proofs in verification for one challenge (``gate.max_proofs_per_nonce``): ``429``
+  with the failure (``too_many_proofs``) and ``Retry-After``.
 * Redis unreachable: ``503`` with ``Retry-After``; nothing was consumed, the same proof works later.
 """
 
@@ -23,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from verifier.gate import Gate, Offer
-from verifier.models import Failure, PaymentRequired, ResourceInfo
+from verifier.models import Failure, PaymentRequired, ReasonCode, ResourceInfo
 from verifier.settings import RouteSettings, Settings
 from verifier.wire import PAYMENT_REQUIRED, encode_json, proof_header, response_headers
 
@@ -86,6 +88,14 @@ class PaidRoute:
                 media_type="application/json",
             )
         paid = response_headers(outcome)
+        if isinstance(outcome, Failure) and outcome.error_reason is ReasonCode.TOO_MANY_PROOFS:
+            # Not a payment problem: this challenge has enough proofs in verification already.
+            return Response(
+                outcome.model_dump_json(by_alias=True, exclude_none=True),
+                status_code=429,
+                headers={**paid, "Retry-After": "2"},
+                media_type="application/json",
+            )
         if isinstance(outcome, Failure):
             extra = dict(paid)
             if outcome.transient:

@@ -165,12 +165,19 @@ def proof_message(network: str, nonce: str, txid: str) -> bytes:
 
 
 def authenticate_proof(
-    signer: ChallengeSigner, proof: PaymentPayload, resource: str, *, now: float, grace: int
+    signer: ChallengeSigner,
+    proof: PaymentPayload,
+    resource: str,
+    *,
+    now: float | None,
+    grace: int = 0,
 ) -> Challenge:
     """Authenticate a proof's challenge against the gate's keys; final errors otherwise.
 
     ``grace`` extends the challenge past its expiry for proofs whose payment was made in time
     but is still gathering confirmations (the block time itself is checked against the expiry).
+    ``now=None`` leaves the expiry to the caller (the gate, which answers an expired proof
+    that already counted with its stored outcome).
     """
     accepted = proof.accepted
     if accepted.scheme != SCHEME:
@@ -181,7 +188,7 @@ def authenticate_proof(
         raise FinalError(str(exc), ReasonCode.INVALID_NETWORK) from exc
     terms = Terms.of(accepted, resource, network=network)
     challenge = signer.authenticate(proof.payload.nonce, terms)
-    if now > challenge.expires_at + grace:
+    if now is not None and now > challenge.expires_at + grace:
         raise FinalError(
             f"the challenge expired at {challenge.expires_at}", ReasonCode.PAYMENT_EXPIRED
         )

@@ -8,7 +8,8 @@
     ├── TransientError              worth retrying: the job backs off and tries again
     │   ├── TxNotFound              the chain does not know the transaction (yet)
     │   ├── NotFinal                known, but not deep / final enough yet
-    │   └── RpcUnavailable          the node failed, timed out or rate limited us
+    │   ├── RpcUnavailable          the node failed, timed out or rate limited us
+    │   └── TooManyProofs           the challenge has as many proofs in verification as allowed
     └── FinalError                  a fact: becomes a failure receipt
         ├── InvalidProof            the proof is malformed (``invalid_payload``)
         └── WrongChain              the RPC serves another network than configured
@@ -50,6 +51,12 @@ class NotFinal(TransientError):
 
 class RpcUnavailable(TransientError):
     reason = ReasonCode.RPC_UNAVAILABLE
+
+
+class TooManyProofs(TransientError):
+    """The challenge already has as many unfinished verifications as the gate allows."""
+
+    reason = ReasonCode.TOO_MANY_PROOFS
 
 
 class FinalError(VerifierError):

@@ -32,8 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.assets import AssetRegistry, format_amount
-from verifier.challenge import ChallengeSigner, Terms, authenticate_proof, memo_for
-from verifier.errors import FinalError, InvalidProof
+from verifier.challenge import Challenge, ChallengeSigner, Terms, authenticate_proof, memo_for
+from verifier.errors import FinalError, InvalidProof, TooManyProofs
 from verifier.jobs import VerifyJob
 from verifier.models import (
     SCHEME,
@@ -50,6 +50,7 @@ from verifier.models import (
 )
 from verifier.settings import AcceptSettings, Settings, parse_price
 from verifier.store import Store, job_key, parse_outcome
+from verifier.txid import canonical_tx_ref
 from verifier.wire import decode_payment_payload
 from verifier.worker import json_dumps, json_loads, redis_settings
 
@@ -229,17 +230,20 @@ class Gate:
             )
         return PaymentRequired(x402_version=2, error=error, resource=resource, accepts=accepts)
 
-    def _admit(self, proof: PaymentPayload, resource: str, offers: Sequence[Offer] | None) -> None:
-        """The checks that need no chain. Raises ``FinalError``."""
-        challenge = authenticate_proof(
-            self.signer, proof, resource, now=time.time(), grace=self.settings.worker.grace_seconds
-        )
+    def _admit(
+        self, proof: PaymentPayload, resource: str, offers: Sequence[Offer] | None
+    ) -> Challenge:
+        """The checks that need no chain, but the expiry: this gate issued the proof's challenge
+        for ``resource`` and one of ``offers``, on a network served here. Raises ``FinalError``.
+        """
+        challenge = authenticate_proof(self.signer, proof, resource, now=None)
         if challenge.terms.network not in self.settings.networks:
             raise FinalError(
                 f"network {challenge.terms.network} is not served here", ReasonCode.INVALID_NETWORK
             )
         if offers is not None and challenge.terms not in {o.terms(resource) for o in offers}:
             raise InvalidProof("the proof's terms are not offered for this resource")
+        return challenge
 
     async def settle(
         self,
@@ -253,31 +257,52 @@ class Gate:
 
         ``offers``, when given, must include the terms the proof answers: a challenge issued
         for another route or at another price is refused even with a valid MAC.
+
+        A stored outcome answers only a proof that authenticates for this resource and these
+        offers: it is stored under a job id derived from the nonce, the canonical transaction
+        id, the signature and the terms (resource included), and found again only after those
+        checks passed. Once the challenge expired, that lookup is all that is left: a proof that
+        counted keeps its receipt, any other gets ``payment_expired``.
         """
         try:
             proof = decode_payment_payload(proof_header)
         except InvalidProof as exc:
             return failure(ReasonCode.INVALID_PAYLOAD, str(exc))
-        job = job_key(proof.payload.nonce, proof.payload.tx_hash, proof.payload.signature)
-        timeout = self.settings.gate.settle_timeout if timeout is None else timeout
+        nonce = proof.payload.nonce
         try:
-            self._admit(proof, resource, offers)
+            challenge = self._admit(proof, resource, offers)
+            tx_ref = canonical_tx_ref(challenge.terms.network, proof.payload.tx_hash, nonce=nonce)
         except FinalError as exc:
-            # A proof that already counted keeps its receipt, even after its challenge expired.
+            return failure(exc.reason, str(exc), network=proof.accepted.network, nonce=nonce)
+        network = challenge.terms.network
+        job = job_key(nonce, tx_ref, proof.payload.signature, challenge.terms.canonical())
+        deadline = challenge.expires_at + self.settings.worker.grace_seconds
+        now = time.time()
+        if now > deadline:
             known = await self.store.outcome(job)
-            if known is not None:
+            if known is not None and known.nonce == nonce:
                 return known
             return failure(
-                exc.reason, str(exc), network=proof.accepted.network, nonce=proof.payload.nonce
+                ReasonCode.PAYMENT_EXPIRED,
+                f"the challenge expired at {challenge.expires_at}",
+                network=network,
+                nonce=nonce,
             )
+        timeout = self.settings.gate.settle_timeout if timeout is None else timeout
         payload = VerifyJob(proof=proof, resource=resource, job=job)
         with self._listener.waiting(job) as fut:
-            known = await self.store.submit(
-                job,
-                "verify_payment",
-                payload.model_dump(by_alias=True, exclude_none=True),
-                self.settings.queue_name,
-            )
+            try:
+                known = await self.store.submit(
+                    job,
+                    "verify_payment",
+                    payload.model_dump(by_alias=True, exclude_none=True),
+                    self.settings.queue_name,
+                    nonce=nonce,
+                    max_jobs_per_nonce=self.settings.gate.max_proofs_per_nonce,
+                    nonce_ttl_ms=int((deadline - now + 60) * 1000),
+                )
+            except TooManyProofs as exc:
+                return failure(exc.reason, str(exc), network=network, nonce=nonce)
             if known is not None:  # idempotent: the same proof gets the same answer
                 return known
             with contextlib.suppress(TimeoutError):
@@ -294,7 +319,7 @@ class Gate:
         return failure(
             ReasonCode.TX_NOT_FOUND,
             "not verified yet: send the same proof again later",
-            network=proof.accepted.network,
-            nonce=proof.payload.nonce,
-            transaction=proof.payload.tx_hash,
+            network=network,
+            nonce=nonce,
+            transaction=tx_ref,
         )

@@ -18,12 +18,15 @@ from typing import Any
 
 from arq import Retry
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.adapter import ChainAdapter, Query
 from verifier.challenge import ChallengeSigner, authenticate_proof, nonce_expiry, proof_message
 from verifier.errors import FinalError, TransientError
 from verifier.matching import Expectation, judge, signature_candidates
 from verifier.models import (
+    MAX_CHALLENGE_SECONDS,
     SCHEME,
     Failure,
     Observation,
@@ -36,6 +39,10 @@ from verifier.settings import Settings
 from verifier.store import ClaimStatus, Store
 
 log = logging.getLogger(__name__)
+# Redis is unreachable: refused or dropped connections (BusyLoadingError, while a restarted
+# Redis reloads its data, is a ConnectionError too), timeouts, and socket errors. Nothing else:
+# a ResponseError or a bug must still surface. The worker's poll loop rides out the same.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class VerifyJob(BaseModel):
@@ -183,6 +190,20 @@ class Verifier:
         expires = nonce_expiry(job.proof.payload.nonce)
         return 0.0 if expires is None else float(expires + self.settings.worker.grace_seconds)
 
+    def used_ttl(self, block_time: int, now: float) -> int:
+        """How long a transaction must stay consumed: as long as any challenge could accept it.
+
+        A challenge accepts a transaction whose block time is within its window (give or take
+        the clock skew), and is verified until its expiry plus grace. The latest such challenge
+        was issued at ``block_time + skew`` and lives ``MAX_CHALLENGE_SECONDS`` at most, whatever
+        made the offer (a ``[[routes]]`` entry or library code), so it is verified until
+        ``block_time + skew + MAX_CHALLENGE_SECONDS + grace``; one more skew for the clocks of
+        the processes that judge it, and a minute of margin.
+        """
+        w = self.settings.worker
+        until = block_time + MAX_CHALLENGE_SECONDS + w.grace_seconds + 2 * w.clock_skew + 60
+        return max(int(until - now), 60)
+
     def backoff(self, job_try: int, left: float) -> float:
         w = self.settings.worker
         delay: float = min(w.retry_max, w.retry_base * 2.0 ** max(job_try - 1, 0))
@@ -228,13 +249,14 @@ class Verifier:
             outcome = await self._explain_mismatch(outcome)
             await self.store.record_failure(job.job, outcome, retention)
             return outcome
-        consumption_key = outcome.extensions[SCHEME]["consumptionKey"]
+        details = outcome.extensions[SCHEME]
         claim = await self.store.claim(
             nonce=outcome.nonce,
-            consumption_key=consumption_key,
+            consumption_key=details["consumptionKey"],
             job=job.job,
             receipt=outcome,
             nonce_ttl=int(deadline - now) + 60,
+            used_ttl=self.used_ttl(details["blockTime"], now),
         )
         if claim.receipt is not None:
             return claim.receipt
@@ -268,6 +290,13 @@ async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, 
         outcome = await verifier.run(parsed, job_try)
     except Retry:
         raise
+    except REDIS_DOWN as exc:
+        # Redis went away mid-job (the worker itself rides out the outage): nothing was decided
+        # that is not written again by the next try, so retry quietly, past the deadline too,
+        # since the final answer still has to be stored.
+        log.warning("job %s: Redis unreachable (%s), retrying (try %d)", parsed.job, exc, job_try)
+        left = max(verifier.deadline(parsed) - time.time(), 1.0)
+        raise Retry(defer=verifier.backoff(job_try, left)) from None
     except Exception:
         # A bug or an unmapped error in an adapter must not strand the proof: log it loudly and
         # retry like a transient error; at the deadline the proof gets a final answer.

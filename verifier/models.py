@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 SCHEME = "onchain-proof"
 
+# The longest a challenge may live (an offer's maxTimeoutSeconds), whatever made the offer.
+MAX_CHALLENGE_SECONDS = 7 * 86400
 # Generous for any real header, small enough that a hostile one costs nothing to reject.
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -33,6 +35,7 @@ class ReasonCode(StrEnum):
     TX_NOT_FOUND = "tx_not_found"
     INSUFFICIENT_CONFIRMATIONS = "insufficient_confirmations"
     RPC_UNAVAILABLE = "rpc_unavailable"
+    TOO_MANY_PROOFS = "too_many_proofs"
     # final
     INVALID_PAYLOAD = "invalid_payload"
     INVALID_NETWORK = "invalid_network"
@@ -57,7 +60,12 @@ class ReasonCode(StrEnum):
 
 
 TRANSIENT_REASONS = frozenset(
-    {ReasonCode.TX_NOT_FOUND, ReasonCode.INSUFFICIENT_CONFIRMATIONS, ReasonCode.RPC_UNAVAILABLE}
+    {
+        ReasonCode.TX_NOT_FOUND,
+        ReasonCode.INSUFFICIENT_CONFIRMATIONS,
+        ReasonCode.RPC_UNAVAILABLE,
+        ReasonCode.TOO_MANY_PROOFS,
+    }
 )
 
 
@@ -98,7 +106,7 @@ class Accept(_Wire):
     asset: ShortStr
     amount: Amount
     pay_to: ShortStr = Field(alias="payTo")
-    max_timeout_seconds: int = Field(alias="maxTimeoutSeconds", ge=1, le=7 * 86400)
+    max_timeout_seconds: int = Field(alias="maxTimeoutSeconds", ge=1, le=MAX_CHALLENGE_SECONDS)
     extra: AcceptExtra
 
 

@@ -141,6 +141,9 @@ class GateSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8402, ge=0, le=65535)
     settle_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Unfinished verifications one challenge may have at once (distinct transaction ids or
+    # signatures); one more is refused with too_many_proofs (HTTP 429) until one ends.
+    max_proofs_per_nonce: int = Field(default=4, ge=1, le=100)
     # Base URL the routes are offered under (the resource url); defaults to the request's.
     public_url: str | None = None
     upstream_timeout: float = Field(default=30.0, gt=0)

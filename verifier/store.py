@@ -26,6 +26,7 @@ from arq import constants as arq_constants
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
+from verifier.errors import TooManyProofs
 from verifier.models import Failure, Receipt
 from verifier.settings import StoreSettings
 
@@ -36,6 +37,7 @@ if owner then
     local receipt = redis.call('GET', KEYS[3])
     if receipt then
       redis.call('SET', KEYS[4], receipt, 'EX', ARGV[6])
+      redis.call('SREM', KEYS[6], ARGV[8])
       redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. receipt)
       return {'same', receipt}
     end
@@ -50,6 +52,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[6])
+redis.call('SREM', KEYS[6], ARGV[8])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'receipt', ARGV[3])
 redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. ARGV[3])
 return {'new', ARGV[3]}
@@ -58,27 +61,47 @@ return {'new', ARGV[3]}
 
 # Enqueue an arq job unless the proof already has an outcome, in one round trip. The arq side
 # is what ``ArqRedis.enqueue_job`` does (job key with expiry, then the queue's sorted set), and
-# like it, an existing job or result means the proof is already being (or was) verified.
+# like it, an existing job or result means the proof is already being (or was) verified. A new
+# job joins its nonce's set of unfinished jobs (KEYS[5]), refused when that holds ARGV[5]
+# already: one free challenge cannot queue unlimited jobs. The set loses a job when its outcome
+# is final (``_CLAIM``, ``record_failure``) and expires with the challenge (ARGV[6] ms).
 _SUBMIT = """
 local outcome = redis.call('GET', KEYS[1])
 if outcome then
   return outcome
 end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
+  if redis.call('SISMEMBER', KEYS[5], ARGV[4]) == 0 then
+    if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then
+      return 0
+    end
+    redis.call('SADD', KEYS[5], ARGV[4])
+    redis.call('PEXPIRE', KEYS[5], ARGV[6])
+  end
   redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])
   redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
 end
 return false
 """
 
+# Fresh jobs are scored this far in the past (about 317 years): every first attempt is due
+# before every retry, so a backlog of proofs that keep retrying (never mined) does not delay a
+# new one. Among fresh jobs the order stays first come, first served. The worker's claim and
+# its retries write absolute scores (``verifier.worker``), so no score needs to be near now.
+FRESH_AHEAD_MS = 10**13
 
-def job_key(nonce: str, tx_ref: str, signature: str | None = None) -> str:
+
+def job_key(nonce: str, tx_ref: str, signature: str | None = None, terms: bytes = b"") -> str:
     """Deterministic id of the verification of one proof: the same proof attaches to one job.
 
-    The signature is part of it: a proof that adds a payer signature after an unsigned one was
-    refused for ``binding_missing`` is a different proof and gets its own verification.
+    ``tx_ref`` is the canonical transaction id (``verifier.txid``), so spellings of one id share
+    a job. The signature is part of it: a proof that adds a payer signature after an unsigned
+    one was refused for ``binding_missing`` is a different proof with its own verification.
+    ``terms`` (``Terms.canonical()``: the offer and the resource) too: the outcome stored under
+    this key can only be found again by a proof for the same resource and terms.
     """
-    return hashlib.sha256(f"{nonce}\n{tx_ref}\n{signature or ''}".encode()).hexdigest()[:40]
+    head = f"{nonce}\n{tx_ref}\n{signature or ''}\n".encode()
+    return hashlib.sha256(head + terms).hexdigest()[:40]
 
 
 class Keys:
@@ -101,6 +124,10 @@ class Keys:
 
     def pending(self, job: str) -> str:
         return f"{self.prefix}:pending:{job}"
+
+    def nonce_jobs(self, nonce: str) -> str:
+        """The set of a challenge's unfinished verification jobs (the per-nonce cap)."""
+        return f"{self.prefix}:jobs:{nonce}"
 
     @staticmethod
     def arq_job(job: str) -> str:
@@ -146,22 +173,56 @@ class Store:
         self._submit = redis.register_script(_SUBMIT)
 
     async def submit(
-        self, job: str, function: str, payload: dict[str, Any], queue: str
+        self,
+        job: str,
+        function: str,
+        payload: dict[str, Any],
+        queue: str,
+        *,
+        nonce: str,
+        max_jobs_per_nonce: int,
+        nonce_ttl_ms: int,
     ) -> Receipt | Failure | None:
-        """Enqueue the verification ``job`` (arq, JSON) unless it has an outcome: return that."""
+        """Enqueue the verification ``job`` (arq, JSON) unless it has an outcome: return that.
+
+        Raises ``TooManyProofs`` when ``nonce`` already has ``max_jobs_per_nonce`` unfinished
+        jobs and this is not one of them.
+        """
         now = int(time.time() * 1000)
         raw_job = serialize_job(function, (payload,), {}, None, now, serializer=orjson.dumps)
         k = self.keys
         found = await self._submit(
-            keys=[k.outcome(job), k.arq_job(job), k.arq_result(job), queue],
-            args=[raw_job, now, arq_constants.expires_extra_ms, job],
+            keys=[k.outcome(job), k.arq_job(job), k.arq_result(job), queue, k.nonce_jobs(nonce)],
+            args=[
+                raw_job,
+                now - FRESH_AHEAD_MS,
+                arq_constants.expires_extra_ms,
+                job,
+                max_jobs_per_nonce,
+                max(nonce_ttl_ms, 1000),
+            ],
         )
+        if found == 0:
+            raise TooManyProofs(
+                f"this challenge already has {max_jobs_per_nonce} proofs being verified"
+            )
         return None if found is None else parse_outcome(found)
 
     async def claim(
-        self, *, nonce: str, consumption_key: str, job: str, receipt: Receipt, nonce_ttl: int
+        self,
+        *,
+        nonce: str,
+        consumption_key: str,
+        job: str,
+        receipt: Receipt,
+        nonce_ttl: int,
+        used_ttl: int = 0,
     ) -> ClaimResult:
-        """Atomically consume ``nonce`` and the transaction, store and announce the receipt."""
+        """Atomically consume ``nonce`` and the transaction, store and announce the receipt.
+
+        The transaction stays consumed for ``store.used_tx_retention`` seconds, or ``used_ttl``
+        when longer (the caller's bound on how long any challenge could still accept it).
+        """
         k = self.keys
         status, value = await self._claim(
             keys=[
@@ -170,12 +231,13 @@ class Store:
                 k.receipt(consumption_key),
                 k.outcome(job),
                 k.stream,
+                k.nonce_jobs(nonce),
             ],
             args=[
                 nonce,
                 consumption_key,
                 dump(receipt),
-                self.settings.used_tx_retention,
+                max(self.settings.used_tx_retention, used_ttl),
                 max(nonce_ttl, self.settings.receipt_retention),
                 self.settings.receipt_retention,
                 k.channel,
@@ -203,6 +265,7 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.outcome(job), raw, ex=max(ttl, 60))
             pipe.delete(self.keys.pending(job))
+            pipe.srem(self.keys.nonce_jobs(outcome.nonce), job)
             pipe.publish(self.keys.channel, job.encode() + b"\n" + raw)
             await pipe.execute()
 

@@ -23,6 +23,9 @@ PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 X_PAYMENT = "X-PAYMENT"
 X_PAYMENT_RESPONSE = "X-PAYMENT-RESPONSE"
 
+# The deepest a header's JSON may nest (a proof needs 4: payload, accepted, extra, a value).
+MAX_JSON_DEPTH = 16
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -51,9 +54,29 @@ def decode_json(value: str | bytes) -> Any:
     except (binascii.Error, ValueError) as exc:
         raise InvalidProof("header is not valid base64") from exc
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        # orjson also refuses numbers beyond a double (integers beyond 64 bits become floats)
         raise InvalidProof("header is not valid UTF-8 JSON") from exc
+    _check_depth(data)
+    return data
+
+
+def _check_depth(data: Any) -> None:
+    """Refuse JSON nested deeper than ``MAX_JSON_DEPTH`` (``{}`` is 1 deep): unknown fields are
+    kept, queued and stored, so their shape is bounded here, before anything else walks them."""
+    level = [data] if isinstance(data, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidProof(f"header JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+        level = [
+            item
+            for value in level
+            for item in (value.values() if isinstance(value, dict) else value)
+            if isinstance(item, dict | list)
+        ]
 
 
 def _decode_model(value: str | bytes, model: type[M]) -> M:

@@ -22,12 +22,10 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.adapter import ChainAdapter
 from verifier.challenge import ChallengeSigner
-from verifier.jobs import Verifier, verify_payment
+from verifier.jobs import REDIS_DOWN, Verifier, verify_payment
 from verifier.registry import build_adapters
 from verifier.settings import Settings
 from verifier.store import Store
@@ -35,10 +33,6 @@ from verifier.store import Store
 log = logging.getLogger(__name__)
 # Our deadline (challenge expiry + grace) bounds retries, not a count.
 MAX_TRIES = 100_000
-# Redis is unreachable: refused or dropped connections (BusyLoadingError, while a restarted
-# Redis reloads its data, is a ConnectionError too), timeouts, and socket errors. Nothing else:
-# a ResponseError or a bug must still surface.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # Retry delays while Redis is unreachable: first, and the cap of the doubling.
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0

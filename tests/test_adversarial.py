@@ -1,0 +1,279 @@
+"""Attacks on the paths that release a paid resource. One case per defect class, and growing.
+
+Against the real components: a real Redis, a real anvil with the test token, the gate library
+and an in-process worker (and, for the fuzz, the documented CLI processes over HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, STRANGER, EvmEnv, Shop, evm_settings
+from tests.support import SettingsFactory, connected_gate, running_worker
+from verifier.gate import Offer
+from verifier.models import MAX_CHALLENGE_SECONDS, Binding, Failure, ReasonCode, Receipt
+from verifier.store import FRESH_AHEAD_MS
+
+
+def reason(outcome: Receipt | Failure) -> ReasonCode | None:
+    return None if isinstance(outcome, Receipt) else outcome.error_reason
+
+
+# -- 1. a receipt answers only the route and terms it was paid for ---------------------------
+
+# Every way the route a proof is replayed on can differ from the one it paid for.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "path": ("http://shop.test/expensive", {}),
+    "price": (RESOURCE, {"amount": 100_000_000}),
+    "asset": (RESOURCE, {"asset": "0x" + "11" * 20}),
+    "network": (RESOURCE, {"network": "eip155:8453"}),
+    "payee": (RESOURCE, {"pay_to": STRANGER.lower()}),
+    "confirmations": (RESOURCE, {"min_confirmations": 12}),
+    "binding": (RESOURCE, {"binding": Binding.SIGNATURE}),
+}
+
+
+def variant(offers: list[Offer], change: dict[str, Any]) -> list[Offer]:
+    return [dataclasses.replace(o, **change) for o in offers]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+async def test_a_receipt_is_not_served_on_another_route(shop: Shop, name: str) -> None:
+    accept, offers = shop.offer()
+    header = shop.proof(accept, shop.pay(accept))
+    assert isinstance(await shop.settle(header, offers), Receipt)
+    resource, change = VARIANTS[name]
+    other = variant(offers, change)
+    replayed = await shop.gate.settle(header, resource=resource, offers=other, timeout=5)
+    assert reason(replayed) in {ReasonCode.NONCE_UNKNOWN, ReasonCode.INVALID_PAYLOAD}, replayed
+    # ... and the route it paid for still answers it
+    assert isinstance(await shop.settle(header, offers), Receipt)
+
+
+@pytest.mark.parametrize("name", ["path", "price", "payee"])
+async def test_after_expiry_a_receipt_still_answers_only_its_route(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Redis, name: str
+) -> None:
+    settings = make_settings(
+        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
+        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        worker={"grace_seconds": 0, "clock_skew": 5},
+    )
+    async with connected_gate(settings) as gate, running_worker(settings):
+        shop = Shop(gate, evm)
+        # issued 7 s ago with a 10 s lifetime: it expires while the test runs
+        accept, offers = shop.offer(now=time.time() - 7, max_timeout_seconds=10)
+        t0 = time.time()
+        header = shop.proof(accept, shop.pay(accept))
+        assert isinstance(await shop.settle(header, offers), Receipt)
+        await asyncio.sleep(max(0.0, accept.max_timeout_seconds - 7 - (time.time() - t0)) + 1.1)
+        again = await shop.settle(header, offers)
+        assert isinstance(again, Receipt)  # expired, but it counted: the same receipt
+        resource, change = VARIANTS[name]
+        other = await gate.settle(header, resource=resource, offers=variant(offers, change))
+        assert reason(other) in {ReasonCode.NONCE_UNKNOWN, ReasonCode.INVALID_PAYLOAD}, other
+        # An expired proof that never counted gets payment_expired, not a job.
+        fresh, fresh_offers = shop.offer(now=time.time() - 11, max_timeout_seconds=10)
+        late = await shop.settle(shop.proof(fresh, "0x" + "42" * 32), fresh_offers)
+        assert reason(late) is ReasonCode.PAYMENT_EXPIRED
+
+
+# -- 5. one free challenge cannot queue unlimited jobs -----------------------------------------
+
+
+async def test_a_challenge_has_a_bounded_number_of_proofs_in_verification(
+    shop: Shop, redis: Redis
+) -> None:
+    settings = shop.gate.settings
+    cap = settings.gate.max_proofs_per_nonce
+    accept, offers = shop.offer()
+    never_mined = ["0x" + os.urandom(32).hex() for _ in range(cap + 3)]
+    answers = [await shop.settle(shop.proof(accept, tx), offers, wait=0.05) for tx in never_mined]
+    assert [reason(a) for a in answers[:cap]] == [ReasonCode.TX_NOT_FOUND] * cap
+    for refused in answers[cap:]:
+        assert isinstance(refused, Failure) and refused.transient
+        assert refused.error_reason is ReasonCode.TOO_MANY_PROOFS
+    assert await redis.zcard(settings.queue_name) == cap
+    # Spellings of one id are one job, not a way around the cap.
+    again = await shop.settle(
+        shop.proof(accept, never_mined[0].upper().replace("0X", "0x")), offers
+    )
+    assert reason(again) is ReasonCode.TX_NOT_FOUND
+    assert await redis.zcard(settings.queue_name) == cap
+    # A garbage id is refused at the gate and queues nothing.
+    for garbage in ["0x1234", "not-a-hash", "0x" + "g" * 64]:
+        bad = await shop.settle(shop.proof(accept, garbage), offers, wait=0.05)
+        assert reason(bad) is ReasonCode.INVALID_PAYLOAD
+    assert await redis.zcard(settings.queue_name) == cap
+
+
+async def test_a_finished_proof_frees_its_place(shop: Shop, redis: Redis) -> None:
+    cap = shop.gate.settings.gate.max_proofs_per_nonce
+    accept, offers = shop.offer()
+    # One proof that ends for good (wrong amount), then cap more that stay pending.
+    tx = shop.pay(accept, 1)
+    assert reason(await shop.settle(shop.proof(accept, tx), offers)) is ReasonCode.AMOUNT_TOO_LOW
+    for _ in range(cap):
+        pending = await shop.settle(shop.proof(accept, "0x" + os.urandom(32).hex()), offers, 0.05)
+        assert reason(pending) is ReasonCode.TX_NOT_FOUND
+    extra = await shop.settle(shop.proof(accept, "0x" + os.urandom(32).hex()), offers, 0.05)
+    assert reason(extra) is ReasonCode.TOO_MANY_PROOFS
+    # The refused proof's answer is still the stored one, not a place taken.
+    assert reason(await shop.settle(shop.proof(accept, tx), offers)) is ReasonCode.AMOUNT_TOO_LOW
+
+
+async def test_fresh_proofs_are_due_before_every_retry(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Redis
+) -> None:
+    settings = evm_settings(make_settings, evm)
+    async with connected_gate(settings) as gate:
+        shop = Shop(gate, evm)
+        accept, offers = shop.offer()
+        before = int(time.time() * 1000)
+        await shop.settle(shop.proof(accept, "0x" + "42" * 32), offers, wait=0.01)
+        [(_, score)] = await redis.zrange(settings.queue_name, 0, -1, withscores=True)
+    # A retry is scored at its due time (>= now); a fresh job ~317 years before it.
+    assert before - FRESH_AHEAD_MS <= score <= time.time() * 1000 - FRESH_AHEAD_MS
+
+
+async def test_a_backlog_of_retrying_proofs_does_not_hold_back_a_new_one(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Redis
+) -> None:
+    # One worker slot, and a backlog of never-mined proofs that retry at once: before fresh
+    # jobs were ranked ahead, the honest proof waited its turn behind every due retry.
+    settings = make_settings(
+        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
+        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        worker={"max_jobs": 1, "retry_base": 0.05, "retry_max": 0.05},
+    )
+    async with connected_gate(settings) as gate:
+        shop = Shop(gate, evm)
+        for _ in range(60):
+            accept, offers = shop.offer()
+            await shop.settle(shop.proof(accept, "0x" + os.urandom(32).hex()), offers, wait=0.001)
+        async with running_worker(settings) as worker:
+            # Let every backlog job be tried once, so that all of them are retries now.
+            async with asyncio.timeout(30):
+                while worker.jobs_retried < 60:  # noqa: ASYNC110 (a probe)
+                    await asyncio.sleep(0.05)
+            accept, offers = shop.offer()
+            tx = shop.pay(accept)
+            job_tries_before = worker.jobs_retried
+            outcome = await shop.settle(shop.proof(accept, tx), offers, wait=20)
+            assert isinstance(outcome, Receipt), outcome
+            # It ran next (or nearly): far fewer retries than the backlog ran in between.
+            assert worker.jobs_retried - job_tries_before < 20
+
+
+# -- 7. what a proof may carry is bounded ----------------------------------------------------
+
+
+async def test_a_deeply_nested_extra_field_is_refused_not_a_crash(shop: Shop) -> None:
+    accept, offers = shop.offer()
+    proof = json.loads(base64.b64decode(shop.proof(accept, "0x" + "1" * 64)))
+    nested: Any = "x"
+    for _ in range(250):
+        nested = {"n": nested}
+    proof["accepted"]["extra"]["deep"] = nested
+    header = base64.b64encode(json.dumps(proof).encode()).decode()
+    refused = await shop.settle(header, offers)
+    assert isinstance(refused, Failure) and refused.error_reason is ReasonCode.INVALID_PAYLOAD
+    assert "nested deeper" in refused.error_message
+
+
+# -- 9. a used transaction stays used as long as any challenge could accept it ---------------
+
+
+async def test_a_used_transaction_outlives_any_challenge_that_could_accept_it(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Redis
+) -> None:
+    # The shortest retention the configuration allows: routes do not say how long library
+    # offers live, so the claim itself must keep the key long enough.
+    settings = make_settings(
+        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
+        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        store={"used_tx_retention": 3600},
+    )
+    async with connected_gate(settings) as gate, running_worker(settings):
+        shop = Shop(gate, evm)
+        accept, offers = shop.offer(max_timeout_seconds=MAX_CHALLENGE_SECONDS)
+        receipt = await shop.settle(shop.proof(accept, shop.pay(accept)), offers)
+        assert isinstance(receipt, Receipt)
+        ttl = await redis.ttl(gate.store.keys.used(f"{NETWORK}:{receipt.transaction}"))
+        block_time = receipt.extensions["onchain-proof"]["blockTime"]
+        w = settings.worker
+        needed = (
+            block_time + MAX_CHALLENGE_SECONDS + w.grace_seconds + 2 * w.clock_skew - time.time()
+        )
+        assert ttl >= needed, (ttl, needed)
+
+
+# -- the HTTP gate: the same attacks through the headers --------------------------------------
+
+
+@pytest.fixture
+async def two_routes(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> Any:
+    from tests.test_asgi import serve
+    from verifier.asgi import create_app
+
+    def accepts(price: str) -> list[dict[str, Any]]:
+        return [{"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "price": price}]
+
+    settings = make_settings(
+        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
+        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        gate={"settle_timeout": 5, "public_url": "https://shop.example"},
+        routes=[
+            {"path": "/cheap", "body": '{"tier": "cheap"}', "accepts": accepts("0.01")},
+            {"path": "/expensive", "body": '{"tier": "premium"}', "accepts": accepts("100")},
+        ],
+    )
+    async with serve(create_app(settings)) as url, running_worker(settings):
+        yield url
+
+
+@pytest.mark.parametrize("header", ["PAYMENT-SIGNATURE", "X-PAYMENT"])
+async def test_a_cheap_proof_does_not_open_the_expensive_route(
+    two_routes: str, evm: EvmEnv, header: str
+) -> None:
+    from tests.test_asgi import pay_for
+    from verifier.wire import decode_payment_response
+
+    async with httpx.AsyncClient(timeout=20) as client:
+        paid = await pay_for(
+            client, f"{two_routes}/cheap", evm.chain, evm.token, v1=header != "PAYMENT-SIGNATURE"
+        )
+        assert paid.status_code == 200 and paid.json() == {"tier": "cheap"}
+        proof = paid.request.headers[header]
+        replay = await client.get(f"{two_routes}/expensive", headers={header: proof})
+        assert replay.status_code == 402, replay.text
+        assert "premium" not in replay.text
+        refused = decode_payment_response(replay.headers["PAYMENT-RESPONSE"])
+        assert isinstance(refused, Failure) and refused.error_reason is ReasonCode.NONCE_UNKNOWN
+
+
+async def test_too_many_proofs_is_a_429_over_http(two_routes: str) -> None:
+    from verifier.models import PaymentPayload, ProofBody
+    from verifier.wire import decode_payment_required, encode_json
+
+    async with httpx.AsyncClient(timeout=20) as client:
+        first = await client.get(f"{two_routes}/cheap")
+        accept = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).accepts[0]
+        statuses = []
+        for _ in range(6):
+            body = ProofBody(nonce=accept.extra.nonce, txHash="0x" + os.urandom(32).hex())
+            proof = encode_json(PaymentPayload(accepted=accept, payload=body))
+            r = await client.get(f"{two_routes}/cheap", headers={"PAYMENT-SIGNATURE": proof})
+            statuses.append((r.status_code, r.headers.get("Retry-After")))
+    assert statuses[:4] == [(402, "2")] * 4
+    assert statuses[4:] == [(429, "2")] * 2
