@@ -285,3 +285,41 @@ async def test_locator_pages_past_a_busy_payee(make_settings: SettingsFactory, r
             outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
             assert isinstance(outcome, Receipt), outcome
             assert outcome.transaction == good
+
+
+@pytest.mark.parametrize("proof", ["owner", "wallet", "locator"])
+async def test_zero_jetton_transfer_with_forwarded_ton_is_too_low(
+    shop: TonShop, proof: str
+) -> None:
+    """A jetton transfer of 0 that forwards TON to the payee is a short payment of the jetton
+    (amount_too_low), not a payment in another asset (wrong_asset), whichever of its two
+    transactions the proof names, or a locator."""
+    accept, offers = shop.offer(**JETTON)
+    forwarded = 2 * JETTON["amount"]  # more nanotons than the offer's jetton units
+    wallet_tx, owner_tx = shop.env.ledger.pay_jetton(
+        MASTER, PAYER, PAYEE, 0, accept.extra.memo, forward_ton=forwarded
+    )
+    assert owner_tx is not None
+    tx = {"owner": owner_tx, "wallet": wallet_tx}.get(proof, f"ton:{PAYEE}|{accept.extra.nonce}")
+    outcome = await shop.settle(accept, tx, offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, outcome
+    assert outcome.error_reason is ReasonCode.AMOUNT_TOO_LOW, outcome
+    assert "paid 0," in outcome.error_message
+
+
+async def test_zero_jetton_notification_reports_both_transfers(shop: TonShop) -> None:
+    """The owner's notification of a 0-jetton transfer shows the jetton transfer of 0 (not
+    dropped) and the forwarded TON as a native transfer from the payee's jetton wallet."""
+    forwarded = 30_000_000
+    _, owner_tx = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 0, "c", forward_ton=forwarded)
+    assert owner_tx is not None
+    adapter = TONAdapter(NETWORK, NetworkSettings(rpc_urls=[shop.env.server.url]))
+    await adapter.start()
+    try:
+        obs = await adapter.observe(Query(owner_tx, MASTER, PAYEE, 1, amount=1))
+    finally:
+        await adapter.close()
+    wallet = shop.env.ledger.jetton_wallet(MASTER, PAYEE)
+    assert sorted((t.asset, t.sender, t.recipient, t.amount) for t in obs.transfers) == sorted(
+        [(MASTER, PAYER, PAYEE, 0), ("native", wallet, PAYEE, forwarded)]
+    )
