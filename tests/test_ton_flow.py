@@ -287,6 +287,65 @@ async def test_locator_pages_past_a_busy_payee(make_settings: SettingsFactory, r
             assert outcome.transaction == good
 
 
+def _pay(env: TonEnv, terms: dict[str, Any], src: str, amount: int, memo: str, **how: Any) -> str:
+    """A payment of the offer's asset to the payee; the hash a locator resolves to."""
+    if terms["asset"] == "native":
+        return env.ledger.pay_ton(src, PAYEE, amount, memo, **how)
+    wallet_tx, _ = env.ledger.pay_jetton(MASTER, src, PAYEE, amount, memo, **how)
+    return wallet_tx
+
+
+@pytest.mark.parametrize("terms", [TON, JETTON], ids=["native", "jetton"])
+async def test_locator_is_not_taken_by_dust_carrying_the_public_comment(
+    shop: TonShop, terms: dict[str, Any]
+) -> None:
+    """The commitment is public: anyone can send 1 unit with it before the payer pays. The
+    locator resolves to the candidate that pays the offer, not to the earliest."""
+    accept, offers = shop.offer(**terms)
+    memo = accept.extra.memo
+    _pay(shop.env, terms, STRANGER, 1, memo)  # the attacker's dust lands first
+    good = _pay(shop.env, terms, PAYER, terms["amount"], memo)
+    _pay(shop.env, terms, STRANGER, 1, memo)
+    outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+    assert isinstance(outcome, Receipt), outcome
+    assert outcome.transaction == good and outcome.payer == PAYER
+    assert paid(outcome) == str(terms["amount"])
+
+
+@pytest.mark.parametrize("terms", [TON, JETTON], ids=["native", "jetton"])
+async def test_locator_with_only_short_candidates_is_amount_too_low(
+    shop: TonShop, terms: dict[str, Any]
+) -> None:
+    """When no candidate pays the offer, the earliest one is judged: an honest amount_too_low
+    for what the payer sent, not a tx_not_found."""
+    accept, offers = shop.offer(**terms)
+    memo = accept.extra.memo
+    _pay(shop.env, terms, PAYER, terms["amount"] - 1, memo)
+    _pay(shop.env, terms, STRANGER, 1, memo)
+    outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, outcome
+    assert outcome.error_reason is ReasonCode.AMOUNT_TOO_LOW
+    assert f"paid {terms['amount'] - 1}," in outcome.error_message
+
+
+async def test_locator_pages_past_dust_to_the_payment(
+    make_settings: SettingsFactory, redis: Any
+) -> None:
+    """A page full of dust with the commitment does not end the scan before the payment."""
+    with ton_env() as env:
+        small_pages = env.network_settings(options={"scan_limit": 2})
+        settings = make_settings(networks={NETWORK: small_pages})
+        async with connected_gate(settings) as gate, running_worker(settings):
+            shop = TonShop(gate, env)
+            accept, offers = shop.offer()
+            for _ in range(3):
+                env.ledger.pay_ton(STRANGER, PAYEE, 1, accept.extra.memo)
+            good = env.ledger.pay_ton(PAYER, PAYEE, TON["amount"], accept.extra.memo)
+            outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+            assert isinstance(outcome, Receipt), outcome
+            assert outcome.transaction == good
+
+
 @pytest.mark.parametrize("proof", ["owner", "wallet", "locator"])
 async def test_zero_jetton_transfer_with_forwarded_ton_is_too_low(
     shop: TonShop, proof: str
