@@ -346,6 +346,24 @@ async def test_locator_pages_past_dust_to_the_payment(
             assert outcome.transaction == good
 
 
+async def test_locator_waits_for_a_pending_candidate_rather_than_judge_dust(
+    shop: TonShop,
+) -> None:
+    """Dust is final, the payment is not in a masterchain block yet: not yet, rather than a
+    final amount_too_low that the payment, once final, could not undo."""
+    accept, offers = shop.offer()
+    ledger, memo = shop.env.ledger, accept.extra.memo
+    locator = f"ton:{PAYEE}|{accept.extra.nonce}"
+    ledger.pay_ton(STRANGER, PAYEE, 1, memo)
+    good = ledger.pay_ton(PAYER, PAYEE, TON["amount"], memo, pending=True)
+    first = await shop.settle(accept, locator, offers, wait=0.5)
+    assert isinstance(first, Failure) and first.transient, first
+    assert first.error_reason is ReasonCode.INSUFFICIENT_CONFIRMATIONS
+    ledger.finalize(good)
+    outcome = await shop.settle(accept, locator, offers)
+    assert isinstance(outcome, Receipt) and outcome.transaction == good, outcome
+
+
 @pytest.mark.parametrize("proof", ["owner", "wallet", "locator"])
 async def test_zero_jetton_transfer_with_forwarded_ton_is_too_low(
     shop: TonShop, proof: str

@@ -204,7 +204,8 @@ class TONAdapter:
 
         Among the candidates, the earliest that pays the offer (``_pays``): a 1-unit transfer
         someone sent with the same public comment must not stand in for the payment. When none
-        pays, the best of the rest is judged, so the verdict is an honest ``amount_too_low``.
+        pays, and none is still waiting for a masterchain block, the best of the rest is judged,
+        so the verdict is an honest ``amount_too_low``.
         """
         account = query.pay_to
         if query.asset != NATIVE:
@@ -238,6 +239,10 @@ class TONAdapter:
         paying = [tx for obs, tx in found if _pays(obs, query)]
         if paying:
             return paying[0]
+        if pending:
+            # A final short candidate is not the verdict while one with the commitment may
+            # still pay: a final amount_too_low could not be undone once that one is final.
+            raise NotFinal("a transaction with the commitment is not in a masterchain block yet")
         # A failed or bounced attempt may carry the same comment as the payment that followed:
         # prefer a successful transaction that moved value, then the earliest.
         found.sort(key=lambda pair: (not pair[0].success, not pair[0].transfers))
