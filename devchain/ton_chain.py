@@ -49,9 +49,11 @@ def _payload(builder: Any, comment: str | None) -> Any:
     return builder.store_bit(1).store_ref(comment_cell(comment))
 
 
-def internal_transfer_body(amount: int, sender: str, comment: str | None) -> Any:
+def internal_transfer_body(
+    amount: int, sender: str, comment: str | None, forward_ton: int = 1
+) -> Any:
     b = begin_cell().store_uint(OP_INTERNAL_TRANSFER, 32).store_uint(int(time.time()), 64)
-    b.store_coins(amount).store_address(sender).store_address(sender).store_coins(1)
+    b.store_coins(amount).store_address(sender).store_address(sender).store_coins(forward_ton)
     return _payload(b, comment).end_cell()
 
 
@@ -156,8 +158,8 @@ class TonLedger:
         wallet_tx = self._record(
             dst_wallet,
             src_wallet,
-            50_000_000,
-            internal_transfer_body(amount, src_owner, comment),
+            50_000_000 + forward_ton,  # fees, and the TON the payee wallet forwards
+            internal_transfer_body(amount, src_owner, comment, forward_ton),
             aborted=aborted,
             pending=pending,
             now=now,

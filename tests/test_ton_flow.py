@@ -285,3 +285,118 @@ async def test_locator_pages_past_a_busy_payee(make_settings: SettingsFactory, r
             outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
             assert isinstance(outcome, Receipt), outcome
             assert outcome.transaction == good
+
+
+def _pay(env: TonEnv, terms: dict[str, Any], src: str, amount: int, memo: str, **how: Any) -> str:
+    """A payment of the offer's asset to the payee; the hash a locator resolves to."""
+    if terms["asset"] == "native":
+        return env.ledger.pay_ton(src, PAYEE, amount, memo, **how)
+    wallet_tx, _ = env.ledger.pay_jetton(MASTER, src, PAYEE, amount, memo, **how)
+    return wallet_tx
+
+
+@pytest.mark.parametrize("terms", [TON, JETTON], ids=["native", "jetton"])
+async def test_locator_is_not_taken_by_dust_carrying_the_public_comment(
+    shop: TonShop, terms: dict[str, Any]
+) -> None:
+    """The commitment is public: anyone can send 1 unit with it before the payer pays. The
+    locator resolves to the candidate that pays the offer, not to the earliest."""
+    accept, offers = shop.offer(**terms)
+    memo = accept.extra.memo
+    _pay(shop.env, terms, STRANGER, 1, memo)  # the attacker's dust lands first
+    good = _pay(shop.env, terms, PAYER, terms["amount"], memo)
+    _pay(shop.env, terms, STRANGER, 1, memo)
+    outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+    assert isinstance(outcome, Receipt), outcome
+    assert outcome.transaction == good and outcome.payer == PAYER
+    assert paid(outcome) == str(terms["amount"])
+
+
+@pytest.mark.parametrize("terms", [TON, JETTON], ids=["native", "jetton"])
+async def test_locator_with_only_short_candidates_is_amount_too_low(
+    shop: TonShop, terms: dict[str, Any]
+) -> None:
+    """When no candidate pays the offer, the earliest one is judged: an honest amount_too_low
+    for what the payer sent, not a tx_not_found."""
+    accept, offers = shop.offer(**terms)
+    memo = accept.extra.memo
+    _pay(shop.env, terms, PAYER, terms["amount"] - 1, memo)
+    _pay(shop.env, terms, STRANGER, 1, memo)
+    outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, outcome
+    assert outcome.error_reason is ReasonCode.AMOUNT_TOO_LOW
+    assert f"paid {terms['amount'] - 1}," in outcome.error_message
+
+
+async def test_locator_pages_past_dust_to_the_payment(
+    make_settings: SettingsFactory, redis: Any
+) -> None:
+    """A page full of dust with the commitment does not end the scan before the payment."""
+    with ton_env() as env:
+        small_pages = env.network_settings(options={"scan_limit": 2})
+        settings = make_settings(networks={NETWORK: small_pages})
+        async with connected_gate(settings) as gate, running_worker(settings):
+            shop = TonShop(gate, env)
+            accept, offers = shop.offer()
+            for _ in range(3):
+                env.ledger.pay_ton(STRANGER, PAYEE, 1, accept.extra.memo)
+            good = env.ledger.pay_ton(PAYER, PAYEE, TON["amount"], accept.extra.memo)
+            outcome = await shop.settle(accept, f"ton:{PAYEE}|{accept.extra.nonce}", offers)
+            assert isinstance(outcome, Receipt), outcome
+            assert outcome.transaction == good
+
+
+async def test_locator_waits_for_a_pending_candidate_rather_than_judge_dust(
+    shop: TonShop,
+) -> None:
+    """Dust is final, the payment is not in a masterchain block yet: not yet, rather than a
+    final amount_too_low that the payment, once final, could not undo."""
+    accept, offers = shop.offer()
+    ledger, memo = shop.env.ledger, accept.extra.memo
+    locator = f"ton:{PAYEE}|{accept.extra.nonce}"
+    ledger.pay_ton(STRANGER, PAYEE, 1, memo)
+    good = ledger.pay_ton(PAYER, PAYEE, TON["amount"], memo, pending=True)
+    first = await shop.settle(accept, locator, offers, wait=0.5)
+    assert isinstance(first, Failure) and first.transient, first
+    assert first.error_reason is ReasonCode.INSUFFICIENT_CONFIRMATIONS
+    ledger.finalize(good)
+    outcome = await shop.settle(accept, locator, offers)
+    assert isinstance(outcome, Receipt) and outcome.transaction == good, outcome
+
+
+@pytest.mark.parametrize("proof", ["owner", "wallet", "locator"])
+async def test_zero_jetton_transfer_with_forwarded_ton_is_too_low(
+    shop: TonShop, proof: str
+) -> None:
+    """A jetton transfer of 0 that forwards TON to the payee is a short payment of the jetton
+    (amount_too_low), not a payment in another asset (wrong_asset), whichever of its two
+    transactions the proof names, or a locator."""
+    accept, offers = shop.offer(**JETTON)
+    forwarded = 2 * JETTON["amount"]  # more nanotons than the offer's jetton units
+    wallet_tx, owner_tx = shop.env.ledger.pay_jetton(
+        MASTER, PAYER, PAYEE, 0, accept.extra.memo, forward_ton=forwarded
+    )
+    assert owner_tx is not None
+    tx = {"owner": owner_tx, "wallet": wallet_tx}.get(proof, f"ton:{PAYEE}|{accept.extra.nonce}")
+    outcome = await shop.settle(accept, tx, offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, outcome
+    assert outcome.error_reason is ReasonCode.AMOUNT_TOO_LOW, outcome
+    assert "paid 0," in outcome.error_message
+
+
+async def test_zero_jetton_notification_reports_both_transfers(shop: TonShop) -> None:
+    """The owner's notification of a 0-jetton transfer shows the jetton transfer of 0 (not
+    dropped) and the forwarded TON as a native transfer from the payee's jetton wallet."""
+    forwarded = 30_000_000
+    _, owner_tx = shop.env.ledger.pay_jetton(MASTER, PAYER, PAYEE, 0, "c", forward_ton=forwarded)
+    assert owner_tx is not None
+    adapter = TONAdapter(NETWORK, NetworkSettings(rpc_urls=[shop.env.server.url]))
+    await adapter.start()
+    try:
+        obs = await adapter.observe(Query(owner_tx, MASTER, PAYEE, 1, amount=1))
+    finally:
+        await adapter.close()
+    wallet = shop.env.ledger.jetton_wallet(MASTER, PAYEE)
+    assert sorted((t.asset, t.sender, t.recipient, t.amount) for t in obs.transfers) == sorted(
+        [(MASTER, PAYER, PAYEE, 0), ("native", wallet, PAYEE, forwarded)]
+    )

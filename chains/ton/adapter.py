@@ -4,8 +4,9 @@ The transaction is read on the *receiving* side, through toncenter API v3: the p
 transaction (native TON, or the ``transfer_notification`` its jetton wallet sends it) or the
 transaction of the payee's jetton wallet (``internal_transfer``). A proof names it by hash (hex,
 base64 or base64url; canonical form lowercase hex) or by a locator ``ton:<account>|<nonce>``, which
-is resolved by scanning the payee's transactions since the challenge was issued for the one that
-carries the challenge's commitment as its comment.
+is resolved by scanning the payee's transactions since the challenge was issued for the earliest
+that carries the challenge's commitment as its comment and pays the offer. The commitment is public,
+so anyone may send dust carrying it first; that dust is judged only when no candidate pays enough.
 
 * Native TON counts when the inbound message is internal, not bounced, and the transaction's
   compute phase succeeded and it was not aborted. The comment is parsed from the body BOC here.
@@ -60,6 +61,14 @@ from verifier.settings import NetworkSettings
 UNVERIFIED_JETTON = "unverified-jetton:"
 _NETWORK = re.compile(r"^tvm:(-?[0-9]{1,10})$")
 _WALLET_TTL = 7 * 86400.0
+
+
+def _pays(obs: Observation, query: Query) -> bool:
+    """Whether ``obs`` succeeded and moved at least the offer's amount of its asset to the payee."""
+    to_payee = [
+        t.amount for t in obs.transfers if t.asset == query.asset and t.recipient == query.pay_to
+    ]
+    return obs.success and bool(to_payee) and sum(to_payee) >= query.amount
 
 
 class TONAdapter:
@@ -191,7 +200,13 @@ class TONAdapter:
         return await self._observation(tx, query)
 
     async def _locate(self, query: Query) -> V3Transaction:
-        """The payee-side transaction since the challenge that carries its commitment."""
+        """The payee-side transaction since the challenge that carries its commitment.
+
+        Among the candidates, the earliest that pays the offer (``_pays``): a 1-unit transfer
+        someone sent with the same public comment must not stand in for the payment. When none
+        pays, and none is still waiting for a masterchain block, the best of the rest is judged,
+        so the verdict is an honest ``amount_too_low``.
+        """
         account = query.pay_to
         if query.asset != NATIVE:
             account = await self.jetton_wallet(query.asset, query.pay_to)
@@ -215,12 +230,19 @@ class TONAdapter:
                     continue
                 if query.memo in obs.memos:
                     found.append((obs, tx))
-            if len(txs) < self.scan_limit or any(o.success and o.transfers for o, _ in found):
+            if len(txs) < self.scan_limit or any(_pays(o, query) for o, _ in found):
                 break
         if not found:
             if pending:
                 raise NotFinal("the payment is not in a masterchain block yet")
             raise TxNotFound(f"no transaction of {account} carries the commitment yet")
+        paying = [tx for obs, tx in found if _pays(obs, query)]
+        if paying:
+            return paying[0]
+        if pending:
+            # A final short candidate is not the verdict while one with the commitment may
+            # still pay: a final amount_too_low could not be undone once that one is final.
+            raise NotFinal("a transaction with the commitment is not in a masterchain block yet")
         # A failed or bounced attempt may carry the same comment as the payment that followed:
         # prefer a successful transaction that moved value, then the earliest.
         found.sort(key=lambda pair: (not pair[0].success, not pair[0].transfers))
