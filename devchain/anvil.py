@@ -347,6 +347,9 @@ class DevChain:
     def emit_malformed_transfer(self, token: str, sender: str, to: str, value: int) -> str:
         return self.transact(sender, token, "emitMalformedTransfer", _TO_AMOUNT, [to, value])
 
+    def approve(self, token: str, owner: str, spender: str, amount: int = 2**256 - 1) -> str:
+        return self.transact(owner, token, "approve", ["address", "uint256"], [spender, amount])
+
     def balance_of(self, token: str, who: str) -> int:
         balance: int = self.read(token, "balanceOf", ["address"], [who], ["uint256"])[0]
         return balance
@@ -372,3 +375,23 @@ class DevChain:
             wallet, "isValidSignature", types, [hash32, signature], ["bytes4"]
         )[0]
         return magic
+
+    # ---- Batcher -------------------------------------------------------------------------
+
+    def deploy_batcher(self) -> str:
+        return self.deploy("Batcher", [], [])
+
+    def batch_pull(
+        self,
+        batcher: str,
+        bundler: str,
+        token: str,
+        owners: Sequence[str],
+        amounts: Sequence[int],
+        to: str,
+    ) -> str:
+        """One transaction from ``bundler``: ``transferFrom`` of each owner's amount to ``to``
+        (each owner must have approved ``batcher``)."""
+        types = ["address", "address[]", "uint256[]", "address"]
+        args = [token, list(owners), list(amounts), to]
+        return self.transact(bundler, batcher, "pull", types, args)

@@ -223,6 +223,13 @@ class SolanaLedger:
             ]
         return Instruction(mint.program, data, metas)
 
+    @staticmethod
+    def set_owner_ix(mint: Mint, account: Pubkey, owner: Pubkey, new_owner: Pubkey) -> Instruction:
+        """SetAuthority(AccountOwner): ``owner`` hands the token account over to ``new_owner``."""
+        data = bytes([6, 2, 1]) + bytes(new_owner)
+        metas = [AccountMeta(account, False, True), AccountMeta(owner, True, False)]
+        return Instruction(mint.program, data, metas)
+
     # -- execution -------------------------------------------------------------------------
 
     def execute(

@@ -19,6 +19,7 @@ TOKEN_2022 = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
 ATA = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"
 MEMO_V1 = "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo"
 MEMO = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr"
+_AUTHORITY_TYPES = ("mintTokens", "freezeAccount", "accountOwner", "closeAccount")
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -59,6 +60,12 @@ def _token(data: bytes, acc: list[str]) -> tuple[str, dict[str, Any]]:
         amount = ui_amount(_u64(data, 1), data[9])
         info = {"authority": acc[3], "destination": acc[2], "mint": acc[1], "source": acc[0]}
         return "transferChecked", {**info, "tokenAmount": amount}
+    if kind == 6:
+        authority_type = _AUTHORITY_TYPES[data[1]]
+        target = "mint" if authority_type in ("mintTokens", "freezeAccount") else "account"
+        new = b58(data[3:35]) if data[2] else None
+        info = {target: acc[0], "authority": acc[1], "authorityType": authority_type}
+        return "setAuthority", {**info, "newAuthority": new}
     if kind == 7:
         info = {"account": acc[1], "amount": str(_u64(data, 1)), "mint": acc[0]}
         return "mintTo", {**info, "mintAuthority": acc[2]}

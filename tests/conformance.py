@@ -50,6 +50,17 @@ class Harness(Protocol):
         """
         ...
 
+    def sign(self, accept: Accept, tx: str) -> str | None:
+        """The payer's signature of the proof message for ``accept`` and ``tx`` (a payment
+        made by ``pay``), in this chain's signature encoding; None where proofs on this chain
+        cannot be bound by a signature."""
+        ...
+
+    def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
+        """Proof signatures that are malformed in this chain's signature encoding: garbage, the
+        wrong length, and ``sign``'s signature with a scalar out of range."""
+        ...
+
     def unknown_tx(self) -> str:
         """A well-formed transaction reference that the chain does not know."""
         ...
@@ -57,3 +68,14 @@ class Harness(Protocol):
     def garbage_tx(self) -> str:
         """A transaction reference that is malformed for this chain."""
         ...
+
+
+# The order of the ed25519 base point: a signature whose scalar s is not below it is malformed.
+ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+def ed25519_high_s(signature: bytes) -> bytes:
+    """``signature`` (R || s, s little-endian) with s raised by the group order: the same
+    equation, but a scalar out of range, which strict ed25519 verification refuses."""
+    s = int.from_bytes(signature[32:], "little") + ED25519_ORDER
+    return signature[:32] + s.to_bytes(32, "little")

@@ -1,4 +1,4 @@
-"""EVM fixtures: a real anvil node with the test ERC-20 deployed, and a shop selling on it."""
+"""EVM fixtures: a real anvil node with the test contracts deployed, and a shop selling on it."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class EvmEnv:
     chain: DevChain
     token: str
     other_token: str
+    batcher: str  # a bundler's batch contract (``Batcher.pull``)
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,7 @@ def evm() -> Iterator[EvmEnv]:
     other = chain.deploy_token(name="Other Coin", symbol="OTH", decimals=6)
     for t in (token, other):
         chain.mint(t, PAYER, 10**15)
-    yield EvmEnv(node, chain, token, other)
+    yield EvmEnv(node, chain, token, other, chain.deploy_batcher())
     node.stop()
 
 

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from devchain.anvil import ANVIL_ACCOUNTS
-from tests.evm_fixtures import NETWORK, PAYER, EvmEnv
+from tests.evm_fixtures import NETWORK, PAYER, EvmEnv, Shop
 from verifier.models import Accept
+
+# The order n of secp256k1: a signature with r or s not below it is malformed.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class EvmHarness:
@@ -53,6 +56,20 @@ class EvmHarness:
             suffix=suffix,
             gas=200_000 if fail else None,
         )
+
+    def sign(self, accept: Accept, tx: str) -> str:
+        return Shop.sign(accept, tx)
+
+    def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
+        real = bytes.fromhex(self.sign(accept, tx).removeprefix("0x"))  # r || s || v
+        order = SECP256K1_N.to_bytes(32, "big")
+        return [
+            "0x" + "ff" * 65,
+            "0x" + (order + real[32:]).hex(),  # r = n
+            "0x" + (real[:32] + order + real[64:]).hex(),  # s = n
+            "0x" + real[:64].hex(),  # no v
+            "0x" + "zz" * 65,
+        ]
 
     def unknown_tx(self) -> str:
         return "0x" + "5a" * 32

@@ -6,6 +6,7 @@ worker's HTTP client can reach it). ``SolanaShop`` is the gate-side helper of th
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -19,8 +20,9 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from devchain.solana_ledger import NETWORK, Mint, SolanaLedger
-from devchain.solana_render import TOKEN_2022
+from devchain.solana_render import TOKEN_2022, b58encode
 from devchain.solana_server import SolanaRpcServer
+from tests.conformance import ed25519_high_s
 from tests.support import SettingsFactory, connected_gate, running_worker
 from verifier.assets import NATIVE
 from verifier.challenge import proof_message
@@ -152,6 +154,19 @@ class SolanaHarness:
         sender = env.poor if fail else env.payer
         ixs = env.token_payment(mint, recipient, value, memo=text, sender=sender)
         return env.ledger.execute(ixs, [sender], allow_failure=fail)
+
+    def sign(self, accept: Accept, tx: str) -> str:
+        return SolanaShop.sign(accept, tx, self.env.payer)
+
+    def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
+        real = bytes(Signature.from_string(self.sign(accept, tx)))
+        return [
+            "0OIl-not-base58",
+            b58encode(real[:63]),
+            real.hex() + "00",
+            base64.b64encode(real)[:-4].decode() + "@@@@",
+            str(Signature.from_bytes(ed25519_high_s(real))),
+        ]
 
     def unknown_tx(self) -> str:
         return str(Signature.from_bytes(os.urandom(64)))

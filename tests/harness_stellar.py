@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -13,6 +14,8 @@ from chains.stellar.horizon import format_stroops
 from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger
 from devchain.stellar_wallet import StellarWallet, dev_keypair
+from tests.conformance import ed25519_high_s
+from verifier.challenge import proof_message
 from verifier.models import Accept
 
 NETWORK = "stellar:testnet"
@@ -102,6 +105,19 @@ class StellarHarness:
         fail: bool = False,
     ) -> str:
         return self.env.pay(accept, amount=amount, memo=memo, to=to, asset=asset, fail=fail)
+
+    def sign(self, accept: Accept, tx: str) -> str:
+        return PAYER.sign(proof_message(NETWORK, accept.extra.nonce, tx)).hex()
+
+    def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
+        real = bytes.fromhex(self.sign(accept, tx))
+        return [
+            "not a signature",
+            real[:63].hex(),
+            base64.b64encode(real + b"\0").decode(),
+            base64.b64encode(real)[:-4].decode() + "@@@@",
+            ed25519_high_s(real).hex(),
+        ]
 
     def unknown_tx(self) -> str:
         return "ab" * 32

@@ -53,9 +53,14 @@ class Rig:
         return decode_payment_required(encode_json(required)).accepts[0], offers
 
     async def settle(
-        self, accept: Accept, tx: str, offers: list[Offer], wait: float = 15
+        self,
+        accept: Accept,
+        tx: str,
+        offers: list[Offer],
+        wait: float = 15,
+        signature: str | None = None,
     ) -> Receipt | Failure:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx)
+        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
         header = encode_json(PaymentPayload(accepted=accept, payload=body))
         return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
 
@@ -154,6 +159,44 @@ async def test_replay_and_double_spend(rig: Rig) -> None:
     assert await rig.settle(accept, tx, offers) == first
     other, offers2 = rig.offer(binding="none")
     assert reason(await rig.settle(other, tx, offers2)) is ReasonCode.TX_ALREADY_USED
+
+
+async def test_commitment_binds_to_its_own_challenge_only(rig: Rig) -> None:
+    # The victim pays the expensive route, bound by the memo to its own challenge. Someone who
+    # sees the transaction on chain takes a challenge of a cheap unbound offer on the same payee
+    # and asset, and submits the victim's transaction under it.
+    price = int(rig.offer()[0].amount)
+    victim, victim_offers = rig.offer(amount=price * 10)
+    tx = await rig.h.pay(victim)
+    thief, thief_offers = rig.offer(binding="none", amount=1)
+    stolen = await rig.settle(thief, tx, thief_offers)
+    assert isinstance(stolen, Failure) and not stolen.transient, stolen
+    assert stolen.error_reason is ReasonCode.BINDING_MISMATCH, stolen
+    outcome = await rig.settle(victim, tx, victim_offers)
+    assert isinstance(outcome, Receipt), outcome
+    assert outcome.nonce == victim.extra.nonce
+    assert outcome.extensions["onchain-proof"]["paidAmount"] == str(price * 10)
+    again, again_offers = rig.offer(binding="none", amount=1)
+    assert reason(await rig.settle(again, tx, again_offers)) is ReasonCode.TX_ALREADY_USED
+
+
+async def test_malformed_signature_is_no_binding(rig: Rig) -> None:
+    # Each malformed signature is a plain "no valid signature", at once: never an exception
+    # that leaves the proof retrying until it expires. A refusal does not use the challenge up,
+    # so the payer's real signature still binds it afterwards.
+    accept, offers = rig.offer(binding="signature")
+    tx = await rig.h.pay(accept, memo=False)
+    for signature in rig.h.malformed_signatures(accept, tx):
+        started = time.monotonic()
+        outcome = await rig.settle(accept, tx, offers, wait=10, signature=signature)
+        assert isinstance(outcome, Failure) and not outcome.transient, (signature, outcome)
+        assert outcome.error_reason is ReasonCode.BINDING_MISSING, (signature, outcome)
+        assert time.monotonic() - started < 5, signature
+    real = rig.h.sign(accept, tx)
+    if real is not None:
+        outcome = await rig.settle(accept, tx, offers, signature=real)
+        assert isinstance(outcome, Receipt), outcome
+        assert outcome.extensions["onchain-proof"]["bound"] is True
 
 
 async def test_transaction_older_than_the_challenge(rig: Rig) -> None:

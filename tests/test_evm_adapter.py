@@ -6,12 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
 from chains.evm import EVMAdapter, transfers_from_logs
-from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv, Shop
+from tests.evm_fixtures import NETWORK, PAYEE, PAYER, PAYER_KEY, EvmEnv, Shop
+from tests.harness_evm import SECP256K1_N
 from tests.rpc_proxy import RpcProxy
 from tests.support import SettingsFactory, connected_gate, running_worker
 from verifier.adapter import InvalidProof, Query, RpcUnavailable, TxNotFound, WrongChain
+from verifier.challenge import proof_message
 from verifier.models import Failure, ReasonCode, Receipt
 from verifier.settings import NetworkSettings
 
@@ -69,6 +73,33 @@ def test_transfer_log_shapes() -> None:
     ]
     found = transfers_from_logs(logs)
     assert [(t.asset, t.amount) for t in found] == [("0xaa", 5)]
+
+
+async def test_malformed_signatures_are_false_not_errors(evm: EvmEnv) -> None:
+    message = proof_message(NETWORK, "n1.k1.0.600.x.y", "0x" + "ab" * 32)
+    real = bytes(Account.sign_message(encode_defunct(primitive=message), PAYER_KEY).signature)
+    order, one = SECP256K1_N.to_bytes(32, "big"), (1).to_bytes(32, "big")
+    malformed = [
+        "0x" + "ff" * 65,
+        "0x" + (order + real[32:]).hex(),  # r = n
+        "0x" + (real[:32] + order + real[64:]).hex(),  # s = n
+        "0x" + (one + one + b"\x05").hex(),  # v out of range
+        "0x" + "00" * 65,
+        "0x" + real[:64].hex(),
+        "0x" + real.hex() + "00",
+        "0xzz",
+        "",
+    ]
+    wallet = evm.chain.deploy_wallet(PAYER)  # asked through EIP-1271 when recovery fails
+    a = adapter(evm.anvil.url)
+    await a.start()
+    try:
+        for account in (PAYER.lower(), wallet.lower()):
+            assert await a.verify_signature(account, message, "0x" + real.hex()), account
+            for signature in malformed:
+                assert await a.verify_signature(account, message, signature) is False, signature
+    finally:
+        await a.close()
 
 
 async def test_rpc_down_then_back(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> None:

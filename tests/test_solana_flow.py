@@ -132,6 +132,35 @@ async def test_token_accounts_that_are_not_the_payees_ata(shop: SolanaShop, env:
         assert reason(outcome) is ReasonCode.WRONG_RECIPIENT, owner
 
 
+@pytest.mark.parametrize("heir", ["payee", "stranger"])
+async def test_paying_account_changes_owner_in_the_same_transaction(
+    shop: SolanaShop, env: SolanaEnv, heir: str
+) -> None:
+    # The owner pays the payee from a token account, then hands that account over (SetAuthority
+    # AccountOwner) in the same transaction: its pre balance is the old owner's, its post
+    # balance the new owner's. What reached the payee's ATA is paid, by the old owner.
+    ledger = env.ledger
+    owner = ledger.wallet()
+    account = ledger.open_account(owner.pubkey(), env.usdc, 300_000)
+    new_owner = env.payee if heir == "payee" else env.stranger
+    accept, offers = shop.offer()
+    ixs = [
+        ledger.token_transfer_ix(
+            env.usdc, account, ledger.ata(env.payee, env.usdc), owner.pubkey(), 100_000
+        ),
+        ledger.set_owner_ix(env.usdc, account, owner.pubkey(), new_owner),
+        ledger.memo_ix(accept.extra.memo),
+    ]
+    tx = ledger.execute(ixs, [owner])
+    meta = ledger.records[tx].result["meta"]
+    held = {(b["owner"], b["uiTokenAmount"]["amount"]) for b in meta["postTokenBalances"]}
+    assert (str(new_owner), "200000") in held
+    outcome = await shop.settle(shop.proof(accept, tx), offers)
+    assert isinstance(outcome, Receipt), outcome
+    assert ext(outcome)["paidAmount"] == "100000" and ext(outcome)["bound"] is True
+    assert outcome.payer == str(owner.pubkey())
+
+
 async def test_failed_transaction(shop: SolanaShop, env: SolanaEnv) -> None:
     accept, offers = shop.offer()
     ixs = env.token_payment(env.usdc, env.payee, 100_000, memo=accept.extra.memo, sender=env.poor)
