@@ -11,15 +11,23 @@ import base64
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, STRANGER, EvmEnv, Shop, evm_settings
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.support import KEY, SettingsFactory, connected_gate, running_worker
 from verifier.gate import Offer
 from verifier.models import MAX_CHALLENGE_SECONDS, Binding, Failure, ReasonCode, Receipt
 from verifier.store import FRESH_AHEAD_MS
@@ -277,3 +285,208 @@ async def test_too_many_proofs_is_a_429_over_http(two_routes: str) -> None:
             statuses.append((r.status_code, r.headers.get("Retry-After")))
     assert statuses[:4] == [(402, "2")] * 4
     assert statuses[4:] == [(429, "2")] * 2
+
+
+# -- malformed input against the documented processes: never a 5xx, never a traceback ---------
+
+FUZZ_CONFIG = """
+redis_url = "{redis}"
+[challenge]
+keys = {{ k1 = "{key}" }}
+[gate]
+settle_timeout = 0.2
+public_url = "https://shop.example"
+[worker]
+retry_base = 0.05
+retry_max = 0.2
+[networks."{network}"]
+rpc_urls = ["{rpc}"]
+head_cache_seconds = 0
+[[assets]]
+network = "{network}"
+symbol = "USDC"
+asset = "{token}"
+decimals = 6
+[[routes]]
+path = "/report"
+body = '{{"report": 42}}'
+[[routes.accepts]]
+network = "{network}"
+asset = "USDC"
+pay_to = "{payee}"
+price = "0.10"
+"""
+
+
+@dataclasses.dataclass
+class Processes:
+    url: str
+    logs: dict[str, Path]
+    valid: dict[str, Any]  # a well-formed proof for the route (its tx never mined)
+
+
+@pytest.fixture
+def gate_and_worker(
+    evm: EvmEnv, redis_server: Any, redis: Any, tmp_path: Path
+) -> Iterator[Processes]:
+    config = tmp_path / "verifier.toml"
+    config.write_text(
+        FUZZ_CONFIG.format(
+            redis=redis_server.url,
+            key=KEY,
+            network=NETWORK,
+            rpc=evm.anvil.url,
+            token=evm.token,
+            payee=PAYEE,
+        )
+    )
+    port = free_port()
+    logs = {name: tmp_path / f"{name}.log" for name in ("gate", "worker")}
+    commands = {
+        "gate": ["gate", "--config", str(config), "--port", str(port)],
+        "worker": ["worker", "--config", str(config)],
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "verifier.cli", *args],
+            stdout=logs[name].open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for name, args in commands.items()
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(logs["gate"].read_text())
+            time.sleep(0.1)
+        first = httpx.get(f"{url}/report", timeout=10)
+        accept = first.json()["accepts"][0]
+        valid = {
+            "x402Version": 2,
+            "accepted": accept,
+            "payload": {"nonce": accept["extra"]["nonce"], "txHash": "0x" + "42" * 32},
+        }
+        yield Processes(url, logs, valid)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=20)
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | st.text(max_size=12)
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _mutated(valid: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    proof = json.loads(json.dumps(valid))
+    node = proof
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return proof
+
+
+_PATHS = [
+    ["x402Version"],
+    ["accepted"],
+    ["accepted", "amount"],
+    ["accepted", "network"],
+    ["accepted", "maxTimeoutSeconds"],
+    ["accepted", "extra"],
+    ["accepted", "extra", "nonce"],
+    ["accepted", "extra", "minConfirmations"],
+    ["accepted", "extra", "binding"],
+    ["accepted", "extra", "unknown"],
+    ["payload"],
+    ["payload", "txHash"],
+    ["payload", "signature"],
+    ["payload", "nonce"],
+    ["resource"],
+]
+
+
+@st.composite
+def hostile_headers(draw: st.DrawFn, valid: dict[str, Any]) -> list[tuple[str, str]]:
+    kind = draw(st.sampled_from(["mutated", "json", "deep", "raw", "base64", "huge", "duplicate"]))
+    names = ["PAYMENT-SIGNATURE", "X-PAYMENT", "payment-signature"]
+    name = draw(st.sampled_from(names))
+    if kind == "mutated":
+        proof = _mutated(valid, draw(st.sampled_from(_PATHS)), draw(_JSON))
+        value = _b64(json.dumps(proof).encode())
+    elif kind == "json":
+        value = _b64(json.dumps(draw(_JSON)).encode())
+    elif kind == "deep":
+        proof = _mutated(valid, ["accepted", "extra", "deep"], _nested(draw(st.integers(1, 400))))
+        value = _b64(json.dumps(proof).encode())
+    elif kind == "raw":
+        value = draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80))
+    elif kind == "base64":
+        value = _b64(draw(st.binary(max_size=200)))
+    elif kind == "huge":
+        value = "A" * draw(st.integers(16 * 1024, 48 * 1024))
+    else:
+        good = _b64(json.dumps(valid).encode())
+        other = _b64(json.dumps(_mutated(valid, ["payload", "txHash"], draw(_JSON))).encode())
+        return [("PAYMENT-SIGNATURE", good), (draw(st.sampled_from(names)), other)]
+    return [(name, value or "x")]
+
+
+def test_malformed_proofs_never_get_a_5xx_or_a_traceback(gate_and_worker: Processes) -> None:
+    seen: set[int] = set()
+
+    @hypothesis_settings(
+        max_examples=int(os.environ.get("X402_FUZZ_EXAMPLES", "150")),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.data())
+    def probe(data: st.DataObject) -> None:
+        headers = data.draw(hostile_headers(gate_and_worker.valid))
+        with httpx.Client(timeout=20) as client:
+            r = client.get(f"{gate_and_worker.url}/report", headers=headers)
+        seen.add(r.status_code)
+        assert r.status_code < 500, (
+            r.status_code,
+            r.text[:300],
+            [(k, v[:200]) for k, v in headers],
+        )
+        if r.status_code == 402:
+            assert "PAYMENT-REQUIRED" in r.headers
+
+    probe()
+    assert 402 in seen
+    time.sleep(1)  # let the worker try what was queued
+    for name, log in gate_and_worker.logs.items():
+        text = log.read_text()
+        assert "Traceback" not in text, f"{name} log:\n{text[-4000:]}"

@@ -193,10 +193,10 @@ async def test_job_finished_during_the_outage_is_written_when_redis_returns(
         await seconds_to_receipt(r, header, offers, limit=JOB_TIMEOUT / 2)
         assert r.worker.poll() is None
         log = r.log_text()
-    # The job function logs the store's failure as unexpected (verifier.jobs); nothing else in
-    # the worker may print a traceback for the outage.
-    with_traceback = [record for record in records(log) if "Traceback" in record]
-    assert len(with_traceback) == 1, log
-    assert (
-        " ERROR verifier.jobs: " in with_traceback[0] and "failed unexpectedly" in with_traceback[0]
-    )
+    # The job's store write failed with Redis away: a one-line warning and a retry, no traceback
+    # anywhere in the worker.
+    assert not [record for record in records(log) if "Traceback" in record], log
+    job_lines = [record for record in records(log) if " verifier.jobs: " in record]
+    assert job_lines and all(
+        " WARNING verifier.jobs: " in line and "Redis unreachable" in line for line in job_lines
+    ), log
