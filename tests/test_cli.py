@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, EvmEnv, Shop
 from tests.support import KEY, connected_gate
 from verifier.settings import load_settings
@@ -84,3 +90,33 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("[worker]\nmax_job = 1\n")
     out = cli("worker", "--config", str(path))
     assert out.returncode == 2 and "max_job" in out.stderr
+
+
+def test_gate_serves_with_the_configured_limits(redis_server: Any, tmp_path: Path) -> None:
+    config = tmp_path / "gate.toml"
+    config.write_text(
+        f'redis_url = "{redis_server.url}"\n[challenge]\nkeys = {{ k1 = "{KEY}" }}\n'
+        "[gate]\nheader_timeout = 0.5\nmax_body_bytes = 10\n"
+    )
+    port = free_port()
+    gate = subprocess.Popen(
+        [sys.executable, "-m", "verifier.cli", "gate", "--config", str(config), "--port", str(port)]
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"{url}/healthz").text == "ok\n"
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and gate.poll() is None, "the gate did not start"
+                time.sleep(0.1)
+        assert httpx.post(f"{url}/healthz", content=b"x" * 11).status_code == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            start = time.monotonic()
+            assert idle.recv(1) == b""  # closed: no request headers within header_timeout
+            assert time.monotonic() - start < 2
+    finally:
+        gate.send_signal(signal.SIGINT)
+        assert gate.wait(timeout=10) == 0

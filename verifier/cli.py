@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,19 +21,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    import uvicorn
+    from verifier.server import build_server
 
-    from verifier.asgi import create_app
-
-    settings = _settings(args)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.gate.host,
-        port=args.port if args.port is not None else settings.gate.port,
-        log_level="warning",
-        access_log=False,
-    )
-    return 0
+    server = build_server(_settings(args), host=args.host, port=args.port)
+    # As uvicorn.run does: Ctrl-C shuts down gracefully, then uvicorn raises it again.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    # Also as uvicorn.run: a gate that never started (Redis down, port taken) exits with 3.
+    return 0 if server.started else 3
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

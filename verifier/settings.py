@@ -147,6 +147,19 @@ class GateSettings(_Section):
     # Base URL the routes are offered under (the resource url); defaults to the request's.
     public_url: str | None = None
     upstream_timeout: float = Field(default=30.0, gt=0)
+    # What one client may hold (verifier/server.py says what each limit protects against).
+    # Open connections served at once; a request on one more gets 503.
+    max_connections: int = Field(default=1000, ge=1)
+    # Seconds a connection has to send a request's line and headers, counted from when it
+    # opened or from the previous response; then it is closed.
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Seconds an idle kept-alive connection stays open (whole seconds: uvicorn's unit).
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    # A request body larger than this gets 413.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    # Request line and headers together; more gets 431 (or 400). A proof header can be large,
+    # so no less than 16 KiB.
+    max_header_bytes: int = Field(default=64 * 1024, ge=16 * 1024)
 
 
 class Settings(BaseSettings):
