@@ -86,6 +86,7 @@ class Keys:
         self.prefix = prefix
         self.stream = f"{prefix}:receipts"
         self.channel = f"{prefix}:outcomes"
+        self.deliveries = f"{prefix}:deliveries"
 
     def used(self, consumption_key: str) -> str:
         return f"{self.prefix}:used:{consumption_key}"
@@ -101,6 +102,20 @@ class Keys:
 
     def pending(self, job: str) -> str:
         return f"{self.prefix}:pending:{job}"
+
+    # What a payment bought on a route (``verifier.delivery``). The built-in chains' consumption
+    # keys have no "/" and a path starts with one, so the pair reads unambiguously.
+    def delivered(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivered:{consumption_key}:{path}"
+
+    def delivery_lease(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivery:lease:{consumption_key}:{path}"
+
+    def delivery_replay(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivery:replay:{consumption_key}:{path}"
+
+    def delivery_access(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivery:access:{consumption_key}:{path}"
 
     @staticmethod
     def arq_job(job: str) -> str:
