@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: an in-process worker and a connected gate."""
+"""Helpers shared by the tests: an in-process worker, a connected gate, an HTTP server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from devchain.redis_server import free_port
 from verifier.gate import Gate
 from verifier.settings import Settings
 from verifier.worker import make_worker
@@ -46,3 +49,18 @@ async def connected_gate(settings: Settings) -> AsyncIterator[Gate]:
         yield gate
     finally:
         await gate.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """An ASGI app on a real socket (uvicorn, lifespan included); yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -231,7 +231,7 @@ async def test_a_used_transaction_outlives_any_challenge_that_could_accept_it(
 
 @pytest.fixture
 async def two_routes(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> Any:
-    from tests.test_asgi import serve
+    from tests.support import serve
     from verifier.asgi import create_app
 
     def accepts(price: str) -> list[dict[str, Any]]:

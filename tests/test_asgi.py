@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv
-from tests.support import SettingsFactory, running_worker
+from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt
 from verifier.wire import decode_payment_required, decode_payment_response, encode_json
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def upstream_echo(request: Request) -> JSONResponse:

@@ -34,6 +34,15 @@ def test_config_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().gate.port == 8402
 
 
+def _route(policy: str) -> str:
+    """A valid network and route, with ``policy`` lines in the route's table."""
+    return (
+        '[networks."eip155:1"]\nrpc_urls = ["http://x"]\n[[routes]]\npath = "/x"\nbody = "y"\n'
+        f"{policy}\n"
+        '[[routes.accepts]]\nnetwork = "eip155:1"\nasset = "USDC"\npay_to = "0x1"\namount = 1\n'
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -52,6 +61,12 @@ def test_config_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "exactly one of amount",
         ),
         ('[networks."eip155:1"]\nrpc_urls = ["ftp://x"]\n', "http"),
+        (_route('delivery = "entitlement"'), "needs access_period"),
+        (_route('delivery = "entitlement"\naccess_period = 60\nreplay_window = 5'), "once' only"),
+        (_route("access_period = 60"), "'entitlement' only"),
+        (_route('delivery = "entitlement"\naccess_period = 864000'), "receipt_retention"),
+        (_route("replay_window = 0"), "replay_window"),
+        (_route('delivery = "forever"'), "delivery"),
     ],
 )
 def test_mistakes_are_errors(tmp_path: Path, text: str, fragment: str) -> None:
@@ -60,6 +75,18 @@ def test_mistakes_are_errors(tmp_path: Path, text: str, fragment: str) -> None:
     path.write_text(text + "\n" + keys)
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_settings(path)
+
+
+def test_delivery_policy_defaults_and_entitlement(tmp_path: Path) -> None:
+    s = load_settings(EXAMPLE)
+    route = s.routes[1]
+    assert (route.delivery, route.replay_window, route.access_period) == ("once", 300, None)
+    assert s.gate.max_stored_response_bytes == 1 << 20
+    path = tmp_path / "c.toml"
+    keys = '[challenge]\nkeys = { k1 = "' + "x" * 32 + '" }\n'
+    path.write_text(_route('delivery = "entitlement"\naccess_period = 86400') + keys)
+    entitled = load_settings(path).routes[0]
+    assert (entitled.delivery, entitled.access_period) == ("entitlement", 86400)
 
 
 def test_missing_file() -> None:

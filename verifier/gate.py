@@ -107,11 +107,15 @@ def resolve_offer(accept: AcceptSettings, settings: Settings, registry: AssetReg
 
 
 class OutcomeListener:
-    """One Redis subscription per process, fanned out to the requests waiting on it."""
+    """One Redis subscription per process, fanned out to the requests waiting on it.
 
-    def __init__(self, redis: ArqRedis, channel: str) -> None:
+    Each message is ``<id>\\n<data>``; a waiter waits for one id (a verification job, or a
+    delivery's lease key) on any of the channels.
+    """
+
+    def __init__(self, redis: ArqRedis, *channels: str) -> None:
         self._redis = redis
-        self._channel = channel
+        self._channels = channels
         self._waiters: defaultdict[str, set[asyncio.Future[bytes | None]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -131,7 +135,7 @@ class OutcomeListener:
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                await pubsub.subscribe(*self._channels)
                 self._ready.set()
                 delay = 0.1
                 async for message in pubsub.listen():
@@ -177,7 +181,7 @@ class Gate:
         self.store = Store(redis, settings.store)
         self.signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
         self.registry = settings.asset_registry()
-        self._listener = OutcomeListener(redis, self.store.keys.channel)
+        self._listener = OutcomeListener(redis, self.store.keys.channel, self.store.keys.deliveries)
 
     @classmethod
     async def connect(cls, settings: Settings) -> Gate:
@@ -194,6 +198,14 @@ class Gate:
     async def close(self) -> None:
         await self._listener.close()
         await self.redis.aclose()
+
+    def watch(self, key: str) -> contextlib.AbstractContextManager[asyncio.Future[bytes | None]]:
+        """A future resolved when ``key`` is announced on the process's subscription.
+
+        It resolves to ``None`` when the subscription was lost (a notice may have been missed):
+        re-read the store then. Enter it before reading the state it reports changes of.
+        """
+        return self._listener.waiting(key)
 
     def offers(self, accepts: Sequence[AcceptSettings]) -> list[Offer]:
         return [resolve_offer(a, self.settings, self.registry) for a in accepts]

@@ -44,6 +44,8 @@ class ReasonCode(StrEnum):
     PAYMENT_EXPIRED = "payment_expired"
     NONCE_ALREADY_USED = "nonce_already_used"
     TX_ALREADY_USED = "tx_already_used"
+    # the payment counted and has had what it bought (``verifier.delivery``)
+    PAYMENT_ALREADY_REDEEMED = "payment_already_redeemed"
     TX_REVERTED = "tx_reverted"
     WRONG_RECIPIENT = "wrong_recipient"
     WRONG_ASSET = "wrong_asset"

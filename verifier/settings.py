@@ -89,17 +89,48 @@ class AcceptSettings(_Section):
 
 
 class RouteSettings(_Section):
+    """One paid route: its resource (a static ``body`` or an ``upstream``), its rails, and what
+    one payment buys (``verifier.delivery``).
+
+    ``delivery = "once"`` (the default): the first successful delivery consumes the payment; the
+    same proof within ``replay_window`` seconds gets that same response again, after it a final
+    ``payment_already_redeemed``. ``delivery = "entitlement"``: the proof is a bearer pass, served
+    anew on every request for ``access_period`` seconds from its first delivery.
+    """
+
     path: str = Field(pattern=r"^/")
     description: str = ""
     mime_type: str = "application/json"
     body: str | None = None
     upstream: str | None = None
     accepts: list[AcceptSettings] = Field(min_length=1)
+    delivery: Literal["once", "entitlement"] = "once"
+    replay_window: int = Field(default=300, ge=1)
+    access_period: int | None = Field(default=None, ge=1)
+    # Responses kept for replays are at most this large (default: gate.max_stored_response_bytes).
+    max_stored_response_bytes: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> RouteSettings:
         if (self.body is None) == (self.upstream is None):
             raise ValueError(f"route {self.path}: give exactly one of body or upstream")
+        return self
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> RouteSettings:
+        if self.delivery == "entitlement":
+            if self.access_period is None:
+                raise ValueError(f"route {self.path}: delivery = 'entitlement' needs access_period")
+            for key in ("replay_window", "max_stored_response_bytes"):
+                if key in self.model_fields_set:
+                    raise ValueError(
+                        f"route {self.path}: {key} applies to delivery = 'once' only "
+                        "(an entitlement serves every access anew and stores nothing)"
+                    )
+        elif self.access_period is not None:
+            raise ValueError(
+                f"route {self.path}: access_period applies to delivery = 'entitlement' only"
+            )
         return self
 
 
@@ -146,7 +177,10 @@ class GateSettings(_Section):
     max_proofs_per_nonce: int = Field(default=4, ge=1, le=100)
     # Base URL the routes are offered under (the resource url); defaults to the request's.
     public_url: str | None = None
+    # Seconds for one whole upstream call (connect, send, the complete response).
     upstream_timeout: float = Field(default=30.0, gt=0)
+    # The largest response kept for replays of a "once" route (routes may set their own).
+    max_stored_response_bytes: int = Field(default=1 << 20, ge=0)
     # What one client may hold (verifier/server.py says what each limit protects against).
     # Open connections served at once; a request on one more gets 503.
     max_connections: int = Field(default=1000, ge=1)
@@ -208,6 +242,14 @@ class Settings(BaseSettings):
                 f"longest acceptance window ({window}s): a used transaction could be redeemed again"
             )
         for route in self.routes:
+            period = route.access_period or route.replay_window
+            if period > self.store.receipt_retention:
+                name = "access_period" if route.access_period else "replay_window"
+                raise ValueError(
+                    f"route {route.path}: {name} ({period}s) is longer than "
+                    f"store.receipt_retention ({self.store.receipt_retention}s), for which the "
+                    "proof's receipt is kept"
+                )
             for accept in route.accepts:
                 if accept.network not in self.networks:
                     raise ValueError(

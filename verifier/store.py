@@ -109,6 +109,7 @@ class Keys:
         self.prefix = prefix
         self.stream = f"{prefix}:receipts"
         self.channel = f"{prefix}:outcomes"
+        self.deliveries = f"{prefix}:deliveries"
 
     def used(self, consumption_key: str) -> str:
         return f"{self.prefix}:used:{consumption_key}"
@@ -128,6 +129,20 @@ class Keys:
     def nonce_jobs(self, nonce: str) -> str:
         """The set of a challenge's unfinished verification jobs (the per-nonce cap)."""
         return f"{self.prefix}:jobs:{nonce}"
+
+    # What a payment bought on a route (``verifier.delivery``). The built-in chains' consumption
+    # keys have no "/" and a path starts with one, so the pair reads unambiguously.
+    def delivered(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivered:{consumption_key}:{path}"
+
+    def delivery_lease(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivery:lease:{consumption_key}:{path}"
+
+    def delivery_replay(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivery:replay:{consumption_key}:{path}"
+
+    def delivery_access(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:delivery:access:{consumption_key}:{path}"
 
     @staticmethod
     def arq_job(job: str) -> str:
