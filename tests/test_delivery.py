@@ -22,6 +22,7 @@ from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv
 from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
+from verifier.challenge import Terms
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt
 from verifier.store import Keys, job_key
 from verifier.wire import (
@@ -241,7 +242,9 @@ async def test_unexpected_error_while_settling_is_a_503(shop: Shop, redis: Redis
     proof = encode_json(
         PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
     )
-    await redis.set(Keys("x402").outcome(job_key(accept.extra.nonce, tx)), b"{corrupt")
+    resource = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).resource.url
+    job = job_key(accept.extra.nonce, tx, None, Terms.of(accept, resource).canonical())
+    await redis.set(Keys("x402").outcome(job), b"{corrupt")
     reply = await shop.get("/once", proof)
     assert reply.status_code == 503 and reply.headers["Retry-After"] == "2"
     assert shop.upstream.calls == 0
