@@ -1,7 +1,24 @@
 """Attacks on the paths that release a paid resource. One case per defect class, and growing.
 
 Against the real components: a real Redis, a real anvil with the test token, the gate library
-and an in-process worker (and, for the fuzz, the documented CLI processes over HTTP).
+and an in-process worker (and, for the fuzz, the documented CLI processes over HTTP). Cases of a
+defect class that need a chain's own machinery live with that chain's tests; this index keeps
+them findable:
+
+* a proof paid on one route served on another: here (library and HTTP, both headers)
+* co-signer / submitter / unbound-offer theft: ``test_cosigner.py`` (EVM bundler, Solana fee
+  payer relay), ``test_conformance.py`` (a memo-bound payment under a cheap unbound challenge,
+  every chain)
+* malformed payer signatures: ``test_conformance.py``, ``test_evm_adapter.py``
+* job floods: here (per-challenge cap, id shapes, fresh proofs before retries)
+* workers and Redis outages, kills: ``test_worker_redis_outage.py``, ``test_worker_kill.py``,
+  ``test_worker_scale.py``
+* hostile headers and nesting: here (hypothesis fuzz against the gate and worker processes)
+* dust ahead of a TON locator payment, zero-amount jettons: ``test_ton_flow.py``
+* a used transaction outliving its claim: here
+* slow clients, oversized requests: ``test_gate_limits.py``
+* one payment, many deliveries: ``test_delivery.py``
+* a debited account changing owner (Solana SetAuthority): ``test_solana_flow.py``
 """
 
 from __future__ import annotations
