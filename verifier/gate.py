@@ -26,15 +26,13 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from arq import create_pool
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.assets import AssetRegistry, format_amount
 from verifier.challenge import Challenge, ChallengeSigner, Terms, authenticate_proof, memo_for
 from verifier.errors import FinalError, InvalidProof, TooManyProofs
-from verifier.jobs import VerifyJob
 from verifier.models import (
     SCHEME,
     Accept,
@@ -48,11 +46,11 @@ from verifier.models import (
     ResourceInfo,
     failure,
 )
+from verifier.queue import JobQueue, VerifyJob, job_key, open_redis
 from verifier.settings import AcceptSettings, Settings, parse_price
-from verifier.store import Store, job_key, parse_outcome
+from verifier.store import Store, parse_outcome
 from verifier.txid import canonical_tx_ref
 from verifier.wire import decode_payment_payload
-from verifier.worker import json_dumps, json_loads, redis_settings
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +111,7 @@ class OutcomeListener:
     delivery's lease key) on any of the channels.
     """
 
-    def __init__(self, redis: ArqRedis, *channels: str) -> None:
+    def __init__(self, redis: Redis, *channels: str) -> None:
         self._redis = redis
         self._channels = channels
         self._waiters: defaultdict[str, set[asyncio.Future[bytes | None]]] = defaultdict(set)
@@ -175,23 +173,18 @@ class OutcomeListener:
 class Gate:
     """Challenges and settlement for a web server. One per process; see the module docstring."""
 
-    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
         self.store = Store(redis, settings.store)
+        self.queue = JobQueue(redis, settings.queue_name, self.store.keys)
         self.signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
         self.registry = settings.asset_registry()
         self._listener = OutcomeListener(redis, self.store.keys.channel, self.store.keys.deliveries)
 
     @classmethod
     async def connect(cls, settings: Settings) -> Gate:
-        redis = await create_pool(
-            redis_settings(settings),
-            job_serializer=json_dumps,
-            job_deserializer=json_loads,
-            default_queue_name=settings.queue_name,
-        )
-        gate = cls(settings, redis)
+        gate = cls(settings, await open_redis(settings))
         await gate._listener.start()
         return gate
 
@@ -304,12 +297,8 @@ class Gate:
         payload = VerifyJob(proof=proof, resource=resource, job=job)
         with self._listener.waiting(job) as fut:
             try:
-                known = await self.store.submit(
-                    job,
-                    "verify_payment",
-                    payload.model_dump(by_alias=True, exclude_none=True),
-                    self.settings.queue_name,
-                    nonce=nonce,
+                known = await self.queue.submit(
+                    payload,
                     max_jobs_per_nonce=self.settings.gate.max_proofs_per_nonce,
                     nonce_ttl_ms=int((deadline - now + 60) * 1000),
                 )

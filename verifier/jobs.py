@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
-from pydantic import BaseModel, ConfigDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,6 +34,7 @@ from verifier.models import (
     Receipt,
     failure,
 )
+from verifier.queue import VerifyJob
 from verifier.settings import Settings
 from verifier.store import ClaimStatus, Store
 
@@ -43,16 +43,6 @@ log = logging.getLogger(__name__)
 # Redis reloads its data, is a ConnectionError too), timeouts, and socket errors. Nothing else:
 # a ResponseError or a bug must still surface. The worker's poll loop rides out the same.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-
-
-class VerifyJob(BaseModel):
-    """What the gate enqueues. The worker trusts nothing in it that it cannot authenticate."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
-
-    proof: PaymentPayload
-    resource: str
-    job: str
 
 
 @dataclass(frozen=True, slots=True)
