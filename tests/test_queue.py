@@ -24,27 +24,17 @@ from arq.utils import timestamp_ms
 from packaging.requirements import Requirement
 from redis.asyncio import Redis
 
+from tests import jobs_fixtures
+from tests.jobs_fixtures import signer_of
 from tests.support import SettingsFactory
 from verifier import queue
-from verifier.challenge import ChallengeSigner, Terms, memo_for
-from verifier.models import (
-    SCHEME,
-    Accept,
-    AcceptExtra,
-    Binding,
-    Failure,
-    PaymentPayload,
-    ProofBody,
-    ReasonCode,
-    Receipt,
-)
+from verifier.models import Failure, ReasonCode, Receipt
 from verifier.queue import (
     VERIFY_PAYMENT,
     JobQueue,
     JobStart,
     RedisAddress,
     VerifyJob,
-    job_key,
     json_loads,
     redis_settings,
 )
@@ -63,32 +53,8 @@ def arq_pin() -> Requirement:
 
 
 def a_job(settings: Settings) -> VerifyJob:
-    """A proof of a challenge this gate issued (its key), for a network no worker serves."""
-    signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
-    terms = Terms(
-        scheme=SCHEME,
-        network=NETWORK,
-        asset="0x" + "22" * 20,
-        amount=1000,
-        pay_to="0x" + "11" * 20,
-        max_timeout_seconds=600,
-        min_confirmations=1,
-        binding=Binding.REQUIRED,
-        resource="https://shop.example/item",
-    )
-    nonce = signer.issue(terms).nonce
-    accept = Accept(
-        scheme=SCHEME,
-        network=NETWORK,
-        asset=terms.asset,
-        amount=str(terms.amount),
-        pay_to=terms.pay_to,
-        max_timeout_seconds=terms.max_timeout_seconds,
-        extra=AcceptExtra(nonce=nonce, memo=memo_for(nonce)),
-    )
-    tx = "0x" + "42" * 32
-    proof = PaymentPayload(accepted=accept, payload=ProofBody(nonce=nonce, tx_hash=tx))
-    return VerifyJob(proof=proof, resource=terms.resource, job=job_key(nonce, tx))
+    """A proof of a challenge this gate issued, for a network no worker serves."""
+    return jobs_fixtures.a_job(signer_of(settings), NETWORK)
 
 
 async def submit(redis: Redis, settings: Settings, job: VerifyJob) -> Receipt | Failure | None:
