@@ -69,6 +69,14 @@ def arq_view(redis: Redis, settings: Settings, job: VerifyJob) -> Job:
     return Job(job.job, arq_redis, _queue_name=settings.queue_name, _deserializer=json_loads)
 
 
+@pytest.fixture
+async def submitted(make_settings: SettingsFactory, redis: Redis) -> tuple[Settings, VerifyJob]:
+    settings = make_settings()
+    job = a_job(settings)
+    await submit(redis, settings, job)
+    return settings, job
+
+
 def test_the_installed_arq_is_a_pinned_version() -> None:
     pin = arq_pin()
     assert any(s.operator in {"<", "<=", "==", "~="} for s in pin.specifier), (
@@ -137,11 +145,9 @@ async def test_a_submitted_job_is_what_arq_reads(
 
 
 async def test_a_claimed_job_is_in_progress_for_arq(
-    make_settings: SettingsFactory, redis: Redis
+    submitted: tuple[Settings, VerifyJob], redis: Redis
 ) -> None:
-    settings = make_settings()
-    job = a_job(settings)
-    await submit(redis, settings, job)
+    settings, job = submitted
     [(_, score)] = await redis.zrange(settings.queue_name, 0, -1, withscores=True)
     start = JobStart(redis, settings.queue_name)
     now = timestamp_ms()
@@ -154,11 +160,9 @@ async def test_a_claimed_job_is_in_progress_for_arq(
 
 
 async def test_the_worker_runs_a_submitted_job(
-    make_settings: SettingsFactory, redis: Redis
+    submitted: tuple[Settings, VerifyJob], redis: Redis
 ) -> None:
-    settings = make_settings()
-    job = a_job(settings)
-    await submit(redis, settings, job)
+    settings, job = submitted
     worker = make_worker(settings, burst=True, poll_delay=0, handle_signals=False)
     try:
         await worker.main()
