@@ -263,8 +263,7 @@ class Verifier:
             network=job.proof.accepted.network,
             nonce=job.proof.payload.nonce,
         )
-        await self.store.record_failure(job.job, outcome, self.settings.store.receipt_retention)
-        return outcome
+        return await self._refuse(job, outcome)
 
     # -- timing ----------------------------------------------------------------------------
 
