@@ -47,7 +47,7 @@ from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, STRANGER, EvmEnv, Shop,
 from tests.support import KEY, SettingsFactory, connected_gate, running_worker
 from verifier.gate import Offer
 from verifier.models import MAX_CHALLENGE_SECONDS, Binding, Failure, ReasonCode, Receipt
-from verifier.store import FRESH_AHEAD_MS
+from verifier.queue import FRESH_AHEAD_MS
 
 
 def reason(outcome: Receipt | Failure) -> ReasonCode | None:

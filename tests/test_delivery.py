@@ -24,7 +24,8 @@ from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
 from verifier.challenge import Terms
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt
-from verifier.store import Keys, job_key
+from verifier.queue import job_key
+from verifier.store import Keys
 from verifier.wire import (
     decode_payment_payload,
     decode_payment_required,

@@ -8,8 +8,9 @@ import orjson
 from redis.asyncio import Redis
 
 from verifier.models import ReasonCode, Receipt, failure
+from verifier.queue import job_key
 from verifier.settings import StoreSettings
-from verifier.store import ClaimStatus, Store, job_key
+from verifier.store import ClaimStatus, Store
 
 
 def receipt(nonce: str, tx: str = "0xaa") -> Receipt:

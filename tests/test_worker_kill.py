@@ -2,76 +2,34 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.evm_fixtures import NETWORK, EvmEnv, Shop
+from tests.evm_fixtures import EvmEnv, Shop
 from tests.rpc_proxy import RpcProxy
-from tests.support import KEY, connected_gate
+from tests.support import connected_gate
+from tests.worker_process import start_worker, stop, wait_for, write_config
 from verifier.models import Failure, Receipt
 from verifier.settings import load_settings
-
-CONFIG = """
-redis_url = "{redis}"
-
-[challenge]
-active = "k1"
-keys = {{ k1 = "{key}" }}
-
-[worker]
-job_timeout = 2
-poll_delay = 0.05
-retry_base = 0.2
-retry_max = 0.5
-
-[networks."{network}"]
-rpc_urls = ["{rpc}"]
-head_cache_seconds = 0
-
-[[assets]]
-network = "{network}"
-symbol = "USDC"
-asset = "{token}"
-decimals = 6
-"""
-
-
-def start_worker(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "verifier.cli", "worker", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 async def test_killed_worker_job_is_finished_by_another(
     evm: EvmEnv, redis_server: Any, redis: Any, tmp_path: Path
 ) -> None:
     with RpcProxy(evm.anvil.url) as proxy:
-        config = tmp_path / "verifier.toml"
-        config.write_text(
-            CONFIG.format(
-                redis=redis_server.url, key=KEY, network=NETWORK, rpc=proxy.url, token=evm.token
-            )
+        config = write_config(
+            tmp_path / "verifier.toml",
+            redis=redis_server.url,
+            rpc=proxy.url,
+            evm=evm,
+            job_timeout=2,
         )
         settings = load_settings(config)
-        first = start_worker(config)
+        first = start_worker(config, tmp_path / "first.log")
         second: subprocess.Popen[bytes] | None = None
         try:
             wait_for(lambda: proxy.requests >= 1, 30, "the first worker to pin its network")
@@ -87,7 +45,7 @@ async def test_killed_worker_job_is_finished_by_another(
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
                 proxy.delay = 0
-                second = start_worker(config)
+                second = start_worker(config, tmp_path / "second.log")
                 outcome = await shop.settle(header, offers, wait=40)
                 assert isinstance(outcome, Receipt), outcome
                 stream = await gate.redis.xrange(gate.store.keys.stream)
@@ -96,11 +54,5 @@ async def test_killed_worker_job_is_finished_by_another(
                 assert await shop.settle(header, offers) == outcome
         finally:
             for proc in (first, second):
-                if proc is not None and proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                if proc is not None and proc.stderr:
-                    proc.stderr.close()
+                if proc is not None:
+                    stop(proc)

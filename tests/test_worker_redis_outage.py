@@ -10,51 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from devchain.redis_server import RedisServer
-from tests.evm_fixtures import NETWORK, EvmEnv, Shop
+from tests.evm_fixtures import EvmEnv, Shop
 from tests.rpc_proxy import RpcProxy
-from tests.support import KEY, connected_gate
+from tests.support import connected_gate
+from tests.worker_process import start_worker, stop, wait_for, write_config
 from verifier.gate import Offer
 from verifier.models import Failure, Receipt
 from verifier.settings import load_settings
 
 JOB_TIMEOUT = 60
 OUTAGE = 5.0
-CONFIG = """
-redis_url = "{redis}"
-
-[challenge]
-active = "k1"
-keys = {{ k1 = "{key}" }}
-
-[worker]
-job_timeout = {job_timeout}
-poll_delay = 0.05
-retry_base = 0.2
-retry_max = 0.5
-
-[networks."{network}"]
-rpc_urls = ["{rpc}"]
-head_cache_seconds = 0
-
-[[assets]]
-network = "{network}"
-symbol = "USDC"
-asset = "{token}"
-decimals = 6
-"""
 
 
 @dataclass
@@ -74,24 +49,6 @@ def records(log: str) -> list[str]:
     return re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", log)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "verifier.cli", "worker", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own, since the test kills it."""
@@ -103,16 +60,12 @@ def own_redis() -> Iterator[RedisServer]:
 @contextlib.asynccontextmanager
 async def rig(evm: EvmEnv, redis: RedisServer, tmp_path: Path) -> AsyncIterator[Rig]:
     with RpcProxy(evm.anvil.url) as proxy:
-        config = tmp_path / "verifier.toml"
-        config.write_text(
-            CONFIG.format(
-                redis=redis.url,
-                key=KEY,
-                job_timeout=JOB_TIMEOUT,
-                network=NETWORK,
-                rpc=proxy.url,
-                token=evm.token,
-            )
+        config = write_config(
+            tmp_path / "verifier.toml",
+            redis=redis.url,
+            rpc=proxy.url,
+            evm=evm,
+            job_timeout=JOB_TIMEOUT,
         )
         log = tmp_path / "worker.log"
         worker = start_worker(config, log)
@@ -121,13 +74,7 @@ async def rig(evm: EvmEnv, redis: RedisServer, tmp_path: Path) -> AsyncIterator[
             async with connected_gate(load_settings(config)) as gate:
                 yield Rig(redis, proxy, worker, log, Shop(gate, evm))
         finally:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+            stop(worker)
 
 
 async def seconds_to_receipt(rig: Rig, header: str, offers: list[Offer], limit: float) -> float:

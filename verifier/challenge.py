@@ -127,7 +127,9 @@ class ChallengeSigner:
         expires = issued + terms.max_timeout_seconds
         head = f"{NONCE_VERSION}.{self._active}.{issued}.{expires}.{_b64(os.urandom(16))}"
         nonce = f"{head}.{self._mac(self._keys[self._active], head, terms)}"
-        return Challenge(nonce, self._active, issued, expires, terms)
+        return Challenge(
+            nonce=nonce, kid=self._active, issued_at=issued, expires_at=expires, terms=terms
+        )
 
     def authenticate(self, nonce: str, terms: Terms) -> Challenge:
         """The challenge behind ``nonce`` if this gate issued it for exactly ``terms``.
@@ -150,7 +152,7 @@ class ChallengeSigner:
             )
         if expires - issued != terms.max_timeout_seconds:
             raise FinalError("nonce lifetime does not match the offer", ReasonCode.NONCE_UNKNOWN)
-        return Challenge(nonce, kid, issued, expires, terms)
+        return Challenge(nonce=nonce, kid=kid, issued_at=issued, expires_at=expires, terms=terms)
 
 
 def nonce_expiry(nonce: str) -> int | None:

@@ -63,9 +63,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 async def _verify(settings: Settings, header: str, resource: str) -> int:
     """Verify one proof against the chain without claiming it (a dry run)."""
     from verifier.challenge import ChallengeSigner
-    from verifier.jobs import Verifier, VerifyJob
+    from verifier.jobs import Verifier
+    from verifier.queue import VerifyJob, job_key
     from verifier.registry import build_adapters
-    from verifier.store import job_key
     from verifier.wire import decode_payment_payload
     from verifier.worker import start_adapters
 

@@ -26,15 +26,13 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from arq import create_pool
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.assets import AssetRegistry, format_amount
 from verifier.challenge import Challenge, ChallengeSigner, Terms, authenticate_proof, memo_for
 from verifier.errors import FinalError, InvalidProof, TooManyProofs
-from verifier.jobs import VerifyJob
 from verifier.models import (
     SCHEME,
     Accept,
@@ -48,11 +46,11 @@ from verifier.models import (
     ResourceInfo,
     failure,
 )
+from verifier.queue import JobQueue, VerifyJob, job_key, open_redis
 from verifier.settings import AcceptSettings, Settings, parse_price
-from verifier.store import Store, job_key, parse_outcome
+from verifier.store import Store, parse_outcome
 from verifier.txid import canonical_tx_ref
 from verifier.wire import decode_payment_payload
-from verifier.worker import json_dumps, json_loads, redis_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +71,15 @@ class Offer:
 
     def terms(self, resource: str) -> Terms:
         return Terms(
-            SCHEME,
-            self.network,
-            self.asset,
-            self.amount,
-            self.pay_to,
-            self.max_timeout_seconds,
-            self.min_confirmations,
-            self.binding,
-            resource,
+            scheme=SCHEME,
+            network=self.network,
+            asset=self.asset,
+            amount=self.amount,
+            pay_to=self.pay_to,
+            max_timeout_seconds=self.max_timeout_seconds,
+            min_confirmations=self.min_confirmations,
+            binding=self.binding,
+            resource=resource,
         )
 
 
@@ -94,15 +92,15 @@ def resolve_offer(accept: AcceptSettings, settings: Settings, registry: AssetReg
     )
     min_conf = accept.min_confirmations or settings.network(accept.network).min_confirmations
     return Offer(
-        accept.network,
-        info.asset,
-        amount,
-        accept.pay_to,
-        accept.max_timeout_seconds,
-        min_conf,
-        accept.binding,
-        info.decimals,
-        info.symbol,
+        network=accept.network,
+        asset=info.asset,
+        amount=amount,
+        pay_to=accept.pay_to,
+        max_timeout_seconds=accept.max_timeout_seconds,
+        min_confirmations=min_conf,
+        binding=accept.binding,
+        decimals=info.decimals,
+        symbol=info.symbol,
     )
 
 
@@ -113,7 +111,7 @@ class OutcomeListener:
     delivery's lease key) on any of the channels.
     """
 
-    def __init__(self, redis: ArqRedis, *channels: str) -> None:
+    def __init__(self, redis: Redis, *channels: str) -> None:
         self._redis = redis
         self._channels = channels
         self._waiters: defaultdict[str, set[asyncio.Future[bytes | None]]] = defaultdict(set)
@@ -175,23 +173,18 @@ class OutcomeListener:
 class Gate:
     """Challenges and settlement for a web server. One per process; see the module docstring."""
 
-    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.redis = redis
         self.store = Store(redis, settings.store)
+        self.queue = JobQueue(redis, settings.queue_name, self.store.keys)
         self.signer = ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active)
         self.registry = settings.asset_registry()
         self._listener = OutcomeListener(redis, self.store.keys.channel, self.store.keys.deliveries)
 
     @classmethod
     async def connect(cls, settings: Settings) -> Gate:
-        redis = await create_pool(
-            redis_settings(settings),
-            job_serializer=json_dumps,
-            job_deserializer=json_loads,
-            default_queue_name=settings.queue_name,
-        )
-        gate = cls(settings, redis)
+        gate = cls(settings, await open_redis(settings))
         await gate._listener.start()
         return gate
 
@@ -286,46 +279,54 @@ class Gate:
             tx_ref = canonical_tx_ref(challenge.terms.network, proof.payload.tx_hash, nonce=nonce)
         except FinalError as exc:
             return failure(exc.reason, str(exc), network=proof.accepted.network, nonce=nonce)
-        network = challenge.terms.network
-        job = job_key(nonce, tx_ref, proof.payload.signature, challenge.terms.canonical())
-        deadline = challenge.expires_at + self.settings.worker.grace_seconds
-        now = time.time()
-        if now > deadline:
-            known = await self.store.outcome(job)
-            if known is not None and known.nonce == nonce:
-                return known
-            return failure(
-                ReasonCode.PAYMENT_EXPIRED,
-                f"the challenge expired at {challenge.expires_at}",
-                network=network,
-                nonce=nonce,
-            )
+        job_id = job_key(nonce, tx_ref, proof.payload.signature, challenge.terms.canonical())
+        job = VerifyJob(proof=proof, resource=resource, job=job_id)
+        left = challenge.expires_at + self.settings.worker.grace_seconds - time.time()
+        if left < 0:
+            return await self._expired(job_id, challenge)
         timeout = self.settings.gate.settle_timeout if timeout is None else timeout
-        payload = VerifyJob(proof=proof, resource=resource, job=job)
-        with self._listener.waiting(job) as fut:
+        return await self._verify(job, challenge, tx_ref, left, timeout)
+
+    async def _expired(self, job_id: str, challenge: Challenge) -> Receipt | Failure:
+        """Past the challenge's deadline only a stored outcome of the same proof answers."""
+        known = await self.store.outcome(job_id)
+        if known is not None and known.nonce == challenge.nonce:
+            return known
+        return failure(
+            ReasonCode.PAYMENT_EXPIRED,
+            f"the challenge expired at {challenge.expires_at}",
+            network=challenge.terms.network,
+            nonce=challenge.nonce,
+        )
+
+    async def _verify(
+        self, job: VerifyJob, challenge: Challenge, tx_ref: str, left: float, wait: float
+    ) -> Receipt | Failure:
+        """Submit ``job`` (once per proof) and wait up to ``wait`` s for its outcome.
+
+        ``left`` is how long the challenge has until its deadline (expiry plus grace).
+        """
+        network, nonce = challenge.terms.network, challenge.nonce
+        with self._listener.waiting(job.job) as fut:
             try:
-                known = await self.store.submit(
+                known = await self.queue.submit(
                     job,
-                    "verify_payment",
-                    payload.model_dump(by_alias=True, exclude_none=True),
-                    self.settings.queue_name,
-                    nonce=nonce,
                     max_jobs_per_nonce=self.settings.gate.max_proofs_per_nonce,
-                    nonce_ttl_ms=int((deadline - now + 60) * 1000),
+                    nonce_ttl_ms=int((left + 60) * 1000),
                 )
             except TooManyProofs as exc:
                 return failure(exc.reason, str(exc), network=network, nonce=nonce)
             if known is not None:  # idempotent: the same proof gets the same answer
                 return known
             with contextlib.suppress(TimeoutError):
-                raw = await asyncio.wait_for(asyncio.shield(fut), timeout)
+                raw = await asyncio.wait_for(asyncio.shield(fut), wait)
                 if raw:
                     return parse_outcome(raw)
         # Timed out, or the subscription dropped: the store is the source of truth.
-        known = await self.store.outcome(job)
+        known = await self.store.outcome(job.job)
         if known is not None:
             return known
-        pending = await self.store.pending(job)
+        pending = await self.store.pending(job.job)
         if pending is not None:
             return pending
         return failure(

@@ -1,9 +1,23 @@
-"""The verification job: authenticate, observe, judge, claim.
+"""The verification job, one straight pipeline: authenticate, expect, observe, judge, claim.
 
-``verify_payment`` is the arq job function. Its outcome is always a return value stored in Redis
-(a receipt or a failure) and announced to the gates, except for transient outcomes before the
-deadline, which raise ``arq.Retry`` with backoff so that the same job tries again (rule 3). The
-deadline is the challenge's expiry plus ``worker.grace_seconds``.
+``verify_payment`` is the arq job function. Each try of a job runs the steps of ``Verifier``:
+
+1. **authenticate**: the proof answers a challenge this gate issued for exactly the proof's terms
+   and resource, still open (its expiry plus ``worker.grace_seconds``). Every later step reads
+   the authenticated ``Challenge``, never the client's copy of the offer.
+2. **expect**: the challenge's terms in the normal form of the chain (``Expectation.of``).
+3. **observe**: what the chain says about the transaction, within the job's time budget, and
+   whose payer signature the proof carries.
+4. **judge**: the verdict (``verifier.matching``); a payment that counts gets its receipt.
+5. **claim**: the nonce and the transaction consumed, the receipt stored and announced, in one
+   atomic step (``Store.claim``); a payment claimed before answers with the receipt it had.
+
+The outcome is always a return value stored in Redis (a receipt or a failure) and announced to the
+gates, except for transient outcomes before the deadline, which raise ``arq.Retry`` with backoff
+so that the same job tries again (rule 3). The deadline is the authenticated challenge's expiry
+plus ``worker.grace_seconds``. A job whose challenge does not authenticate has nothing to wait
+for: its deadline is long past (0), so its failure is final at once, and only a Redis outage,
+retried past any deadline, delays storing it.
 """
 
 from __future__ import annotations
@@ -17,24 +31,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
-from pydantic import BaseModel, ConfigDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from verifier.adapter import ChainAdapter, Query
-from verifier.challenge import ChallengeSigner, authenticate_proof, nonce_expiry, proof_message
+from verifier.adapter import ChainAdapter
+from verifier.challenge import Challenge, ChallengeSigner, authenticate_proof, proof_message
 from verifier.errors import FinalError, TransientError
-from verifier.matching import Expectation, judge, signature_candidates
+from verifier.matching import Expectation, Verdict, judge, signature_candidates
 from verifier.models import (
     MAX_CHALLENGE_SECONDS,
     SCHEME,
     Failure,
     Observation,
-    PaymentPayload,
+    ProofExtension,
     ReasonCode,
     Receipt,
     failure,
 )
+from verifier.queue import VerifyJob
 from verifier.settings import Settings
 from verifier.store import ClaimStatus, Store
 
@@ -43,24 +57,37 @@ log = logging.getLogger(__name__)
 # Redis reloads its data, is a ConnectionError too), timeouts, and socket errors. Nothing else:
 # a ResponseError or a bug must still surface. The worker's poll loop rides out the same.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# What a proof is told when another proof consumed its transaction, or its nonce, first.
+TX_TAKEN = "this transaction already paid for another challenge"
+NONCE_TAKEN = "this challenge was already paid by another transaction"
 
 
-class VerifyJob(BaseModel):
-    """What the gate enqueues. The worker trusts nothing in it that it cannot authenticate."""
+async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """arq job: verify one proof; returns the stored outcome as wire JSON."""
+    verifier: Verifier = ctx["verifier"]
+    outcome = await verifier.run(VerifyJob.model_validate(job), ctx.get("job_try", 1))
+    return outcome.model_dump(by_alias=True, exclude_none=True)
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    proof: PaymentPayload
-    resource: str
-    job: str
+@dataclass(frozen=True, slots=True)
+class Paid:
+    """A payment that counts, not claimed yet: its receipt, and the receipt's extension typed."""
+
+    receipt: Receipt
+    extension: ProofExtension
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """The result of one attempt: a final outcome, or a transient one to retry."""
+    """One attempt's result: a payment to claim, a final failure, or a transient one to retry."""
 
-    outcome: Receipt | Failure
+    result: Paid | Failure
     retry: bool = False
+
+    @property
+    def outcome(self) -> Receipt | Failure:
+        """What the attempt answers, before any claim."""
+        return self.result.receipt if isinstance(self.result, Paid) else self.result
 
 
 class Verifier:
@@ -78,117 +105,174 @@ class Verifier:
         self.signer = signer
         self.adapters = adapters
 
-    async def attempt(self, job: VerifyJob, *, now: float | None = None) -> Step:
-        """One verification attempt, without touching Redis."""
-        now = time.time() if now is None else now
-        proof = job.proof
-        fail: dict[str, str] = {"network": proof.accepted.network, "nonce": proof.payload.nonce}
-        grace = self.settings.worker.grace_seconds
-        try:
-            challenge = authenticate_proof(self.signer, proof, job.resource, now=now, grace=grace)
-            network = challenge.terms.network
-            fail["network"] = network
-            adapter = self.adapters.get(network)
-            if adapter is None:
-                raise FinalError(f"no worker adapter for {network}", ReasonCode.INVALID_NETWORK)
-            txid = adapter.canonical_txid(proof.payload.tx_hash)
-            fail["transaction"] = txid
-            try:
-                asset = adapter.normalize_asset(challenge.terms.asset)
-                pay_to = adapter.normalize_address(challenge.terms.pay_to)
-            except ValueError as exc:  # an offer the gate should never have made
-                raise FinalError(f"the offer is invalid: {exc}") from exc
-            expect = Expectation(
-                asset=asset,
-                pay_to=pay_to,
-                amount=challenge.terms.amount,
-                min_confirmations=challenge.terms.min_confirmations,
-                binding=challenge.terms.binding,
-                memo=challenge.memo,
-                issued_at=challenge.issued_at,
-                expires_at=challenge.expires_at,
-                clock_skew=self.settings.worker.clock_skew,
-            )
-            # Chain I/O gets most of arq's job timeout: a slow node becomes a transient outcome
-            # that we retry, never an arq timeout that would end the job without an answer.
-            async with asyncio.timeout(self.settings.worker.job_timeout * 0.8):
-                query = Query(
-                    txid,
-                    asset,
-                    pay_to,
-                    expect.min_confirmations,
-                    challenge.memo,
-                    challenge.issued_at,
-                    expect.amount,
-                )
-                obs = await adapter.observe(query)
-                signer = await self._signer(adapter, obs, expect, challenge.nonce, proof)
-        except TimeoutError:
-            note = "the chain did not answer within the job's time budget"
-            return Step(failure(ReasonCode.RPC_UNAVAILABLE, note, **fail), retry=True)
-        except TransientError as exc:
-            return Step(failure(exc.reason, str(exc), **fail), retry=True)
-        except FinalError as exc:
-            return Step(failure(exc.reason, str(exc), **fail))
-
-        verdict = judge(obs, expect, signer=signer)
-        fail["transaction"] = obs.txid
-        if verdict.reason is not None:
-            return Step(
-                failure(verdict.reason, verdict.message, **fail), retry=verdict.reason.transient
-            )
-        receipt = Receipt(
-            scheme=SCHEME,
-            network=network,
-            transaction=obs.txid,
-            asset=proof.accepted.asset,
-            amount=str(challenge.terms.amount),
-            payer=verdict.payer,
-            pay_to=proof.accepted.pay_to,
-            verified_at=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-            + "Z",
-            nonce=challenge.nonce,
-            extensions={
-                SCHEME: {
-                    "paidAmount": str(verdict.paid),
-                    "confirmations": obs.confirmations,
-                    "blockRef": obs.block_ref,
-                    "blockTime": obs.block_time,
-                    "bound": verdict.bound,
-                    "consumptionKey": f"{network}:{obs.txid}",
-                }
-            },
-        )
-        return Step(receipt)
-
-    @staticmethod
-    async def _signer(
-        adapter: ChainAdapter,
-        obs: Observation,
-        expect: Expectation,
-        nonce: str,
-        proof: PaymentPayload,
-    ) -> str | None:
-        """The owner whose signature the proof carries, among those the core would accept."""
-        signature = proof.payload.signature
-        if not signature:
-            return None
-        message = proof_message(adapter.network, nonce, obs.txid)
-        for owner in signature_candidates(obs, expect):
-            if await adapter.verify_signature(owner, message, signature):
-                return owner
-        return None
-
     @property
     def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("this Verifier has no store: it can only dry-run (attempt)")
         return self._store
 
-    def deadline(self, job: VerifyJob) -> float:
-        """When transient outcomes stop being retried (expiry + grace), from the nonce."""
-        expires = nonce_expiry(job.proof.payload.nonce)
-        return 0.0 if expires is None else float(expires + self.settings.worker.grace_seconds)
+    async def run(self, job: VerifyJob, job_try: int) -> Receipt | Failure:
+        """One try of ``job``, stored: a final outcome is recorded, a transient one retried.
+
+        Nothing raised on the way strands the proof: a Redis outage is retried, past the deadline
+        too, since the final answer still has to be stored; anything else (a bug, an error an
+        adapter did not map) is logged and retried until the deadline, then answered.
+        """
+        challenge: Challenge | None = None  # what the deadline of the failure paths is read from
+        try:
+            now = time.time()
+            authenticated = self.authenticate(job, now)
+            if isinstance(authenticated, Failure):
+                return await self._refuse(job, authenticated)
+            challenge = authenticated
+            step = await self.verify(job, challenge, now)
+            return await self._conclude(job, step, self.deadline(challenge), job_try)
+        except Retry:
+            raise
+        except REDIS_DOWN as exc:
+            # Redis went away mid-job (the worker itself rides out the outage): nothing was
+            # decided that is not written again by the next try.
+            log.warning("job %s: Redis unreachable (%s), retrying (try %d)", job.job, exc, job_try)
+            left = max(self.deadline(challenge) - time.time(), 1.0)
+            raise Retry(defer=self.backoff(job_try, left)) from None
+        except Exception:
+            log.exception("verification of job %s failed unexpectedly (try %d)", job.job, job_try)
+            return await self._fail_internally(job, self.deadline(challenge), job_try)
+
+    async def attempt(self, job: VerifyJob, *, now: float | None = None) -> Step:
+        """One verification attempt, without touching Redis (``x402-verifier verify``)."""
+        now = time.time() if now is None else now
+        challenge = self.authenticate(job, now)
+        if isinstance(challenge, Failure):
+            return Step(challenge)
+        return await self.verify(job, challenge, now)
+
+    # -- the pipeline ------------------------------------------------------------------------
+
+    def authenticate(self, job: VerifyJob, now: float) -> Challenge | Failure:
+        """The challenge the proof answers, if this gate issued it for the proof's terms and
+        resource and it is still open (expiry plus grace); else the final failure saying why."""
+        proof = job.proof
+        grace = self.settings.worker.grace_seconds
+        try:
+            return authenticate_proof(self.signer, proof, job.resource, now=now, grace=grace)
+        except FinalError as exc:
+            network, nonce = proof.accepted.network, proof.payload.nonce
+            return failure(exc.reason, str(exc), network=network, nonce=nonce)
+
+    async def verify(self, job: VerifyJob, challenge: Challenge, now: float) -> Step:
+        """Expect, observe, judge: the proof's transaction against the challenge's terms."""
+        txid = ""
+        try:
+            adapter = self._adapter(challenge)
+            txid = adapter.canonical_txid(job.proof.payload.tx_hash)
+            expect = Expectation.of(challenge, adapter, clock_skew=self.settings.worker.clock_skew)
+            signature = job.proof.payload.signature
+            obs, signer = await self._observe(adapter, expect, txid, challenge, signature)
+        except TimeoutError:
+            note = "the chain did not answer within the job's time budget"
+            return Step(_failure(challenge, txid, ReasonCode.RPC_UNAVAILABLE, note), retry=True)
+        except TransientError as exc:
+            return Step(_failure(challenge, txid, exc.reason, str(exc)), retry=True)
+        except FinalError as exc:
+            return Step(_failure(challenge, txid, exc.reason, str(exc)))
+        return _judge(challenge, expect, obs, signer, now)
+
+    def _adapter(self, challenge: Challenge) -> ChainAdapter:
+        network = challenge.terms.network
+        adapter = self.adapters.get(network)
+        if adapter is None:
+            raise FinalError(f"no worker adapter for {network}", ReasonCode.INVALID_NETWORK)
+        return adapter
+
+    async def _observe(
+        self,
+        adapter: ChainAdapter,
+        expect: Expectation,
+        txid: str,
+        challenge: Challenge,
+        signature: str | None,
+    ) -> tuple[Observation, str | None]:
+        """What the chain says about ``txid``, and the owner whose payer signature the proof
+        carries, among those the core would accept.
+
+        Chain I/O gets most of arq's job timeout: a slow node becomes a transient outcome that we
+        retry, never an arq timeout that would end the job without an answer.
+        """
+        async with asyncio.timeout(self.settings.worker.job_timeout * 0.8):
+            obs = await adapter.observe(expect.query(txid))
+            if not signature:
+                return obs, None
+            message = proof_message(adapter.network, challenge.nonce, obs.txid)
+            for owner in signature_candidates(obs, expect):
+                if await adapter.verify_signature(owner, message, signature):
+                    return obs, owner
+            return obs, None
+
+    async def _conclude(
+        self, job: VerifyJob, step: Step, deadline: float, job_try: int
+    ) -> Receipt | Failure:
+        """Claim a payment; retry a transient failure until the deadline; store a final one."""
+        if isinstance(step.result, Paid):
+            return await self._claim(job, step.result, deadline)
+        outcome = step.result
+        now = time.time()
+        if step.retry:
+            if now < deadline:
+                await self.store.record_pending(job.job, outcome, int(deadline - now) + 60)
+                raise Retry(defer=self.backoff(job_try, deadline - now))
+            waited = f"{outcome.error_reason.value}: {outcome.error_message}"
+            message = f"the challenge expired while waiting: {waited}"
+            outcome = _restated(outcome, ReasonCode.PAYMENT_EXPIRED, message)
+        return await self._refuse(job, outcome)
+
+    async def _claim(self, job: VerifyJob, paid: Paid, deadline: float) -> Receipt | Failure:
+        """Consume the nonce and the transaction for ``paid``: its receipt, the one this payment
+        already had, or a refusal when another proof consumed either of them first."""
+        now = time.time()
+        claim = await self.store.claim(
+            nonce=paid.receipt.nonce,
+            consumption_key=paid.extension.consumption_key,
+            job=job.job,
+            receipt=paid.receipt,
+            nonce_ttl=int(deadline - now) + 60,
+            used_ttl=self.used_ttl(paid.extension.block_time, now),
+        )
+        if claim.receipt is not None:
+            return claim.receipt
+        if claim.status is ClaimStatus.TX_USED:
+            taken = _restated(paid.receipt, ReasonCode.TX_ALREADY_USED, TX_TAKEN)
+        else:
+            taken = _restated(paid.receipt, ReasonCode.NONCE_ALREADY_USED, NONCE_TAKEN)
+        return await self._refuse(job, taken)
+
+    async def _refuse(self, job: VerifyJob, outcome: Failure) -> Failure:
+        """Store a final failure for the proof and announce it."""
+        outcome = await self._explain_mismatch(outcome)
+        await self.store.record_failure(job.job, outcome, self.settings.store.receipt_retention)
+        return outcome
+
+    async def _fail_internally(self, job: VerifyJob, deadline: float, job_try: int) -> Failure:
+        """After an unexpected error: retry like a transient error; at the deadline, answer."""
+        left = deadline - time.time()
+        if left > 0:
+            raise Retry(defer=self.backoff(job_try, left)) from None
+        outcome = failure(
+            ReasonCode.PAYMENT_EXPIRED,
+            "the challenge expired while the verifier failed internally",
+            network=job.proof.accepted.network,
+            nonce=job.proof.payload.nonce,
+        )
+        return await self._refuse(job, outcome)
+
+    # -- timing ----------------------------------------------------------------------------
+
+    def deadline(self, challenge: Challenge | None) -> float:
+        """When transient outcomes stop being retried: the challenge's expiry plus grace; 0 (long
+        past) without an authenticated challenge, which has nothing to wait for."""
+        if challenge is None:
+            return 0.0
+        return float(challenge.expires_at + self.settings.worker.grace_seconds)
 
     def used_ttl(self, block_time: int, now: float) -> int:
         """How long a transaction must stay consumed: as long as any challenge could accept it.
@@ -215,102 +299,64 @@ class Verifier:
         a used transaction: say so (``tx_already_used``) rather than ``binding_mismatch``."""
         if outcome.error_reason is not ReasonCode.BINDING_MISMATCH or not outcome.transaction:
             return outcome
-        owner = await self.store.consumed_by(f"{outcome.network}:{outcome.transaction}")
+        owner = await self.store.consumed_by(consumption_key(outcome.network, outcome.transaction))
         if owner is None or owner == outcome.nonce:
             return outcome
-        return failure(
-            ReasonCode.TX_ALREADY_USED,
-            "this transaction already paid for another challenge",
-            network=outcome.network,
-            nonce=outcome.nonce,
-            transaction=outcome.transaction,
-        )
-
-    async def run(self, job: VerifyJob, job_try: int) -> Receipt | Failure:
-        """One attempt, stored: a final outcome is recorded, a transient one retried."""
-        step = await self.attempt(job)
-        outcome = step.outcome
-        now = time.time()
-        deadline = self.deadline(job)
-        retention = self.settings.store.receipt_retention
-        if step.retry and isinstance(outcome, Failure):
-            if now < deadline:
-                await self.store.record_pending(job.job, outcome, int(deadline - now) + 60)
-                raise Retry(defer=self.backoff(job_try, deadline - now))
-            outcome = failure(
-                ReasonCode.PAYMENT_EXPIRED,
-                f"the challenge expired while waiting: {outcome.error_reason.value}: "
-                f"{outcome.error_message}",
-                network=outcome.network,
-                nonce=outcome.nonce,
-                transaction=outcome.transaction,
-            )
-        if isinstance(outcome, Failure):
-            outcome = await self._explain_mismatch(outcome)
-            await self.store.record_failure(job.job, outcome, retention)
-            return outcome
-        details = outcome.extensions[SCHEME]
-        claim = await self.store.claim(
-            nonce=outcome.nonce,
-            consumption_key=details["consumptionKey"],
-            job=job.job,
-            receipt=outcome,
-            nonce_ttl=int(deadline - now) + 60,
-            used_ttl=self.used_ttl(details["blockTime"], now),
-        )
-        if claim.receipt is not None:
-            return claim.receipt
-        reason = (
-            ReasonCode.TX_ALREADY_USED
-            if claim.status is ClaimStatus.TX_USED
-            else ReasonCode.NONCE_ALREADY_USED
-        )
-        message = (
-            "this transaction already paid for another challenge"
-            if reason is ReasonCode.TX_ALREADY_USED
-            else "this challenge was already paid by another transaction"
-        )
-        refused = failure(
-            reason,
-            message,
-            network=outcome.network,
-            nonce=outcome.nonce,
-            transaction=outcome.transaction,
-        )
-        await self.store.record_failure(job.job, refused, retention)
-        return refused
+        return _restated(outcome, ReasonCode.TX_ALREADY_USED, TX_TAKEN)
 
 
-async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    """arq job: verify one proof; returns the stored outcome as wire JSON."""
-    verifier: Verifier = ctx["verifier"]
-    parsed = VerifyJob.model_validate(job)
-    job_try = ctx.get("job_try", 1)
-    try:
-        outcome = await verifier.run(parsed, job_try)
-    except Retry:
-        raise
-    except REDIS_DOWN as exc:
-        # Redis went away mid-job (the worker itself rides out the outage): nothing was decided
-        # that is not written again by the next try, so retry quietly, past the deadline too,
-        # since the final answer still has to be stored.
-        log.warning("job %s: Redis unreachable (%s), retrying (try %d)", parsed.job, exc, job_try)
-        left = max(verifier.deadline(parsed) - time.time(), 1.0)
-        raise Retry(defer=verifier.backoff(job_try, left)) from None
-    except Exception:
-        # A bug or an unmapped error in an adapter must not strand the proof: log it loudly and
-        # retry like a transient error; at the deadline the proof gets a final answer.
-        log.exception("verification of job %s failed unexpectedly (try %d)", parsed.job, job_try)
-        left = verifier.deadline(parsed) - time.time()
-        if left > 0:
-            raise Retry(defer=verifier.backoff(job_try, left)) from None
-        outcome = failure(
-            ReasonCode.PAYMENT_EXPIRED,
-            "the challenge expired while the verifier failed internally",
-            network=parsed.proof.accepted.network,
-            nonce=parsed.proof.payload.nonce,
-        )
-        await verifier.store.record_failure(
-            parsed.job, outcome, verifier.settings.store.receipt_retention
-        )
-    return outcome.model_dump(by_alias=True, exclude_none=True)
+def consumption_key(network: str, txid: str) -> str:
+    """What one payment is consumed under (rule 2): ``<CAIP-2>:<canonical txid>``."""
+    return f"{network}:{txid}"
+
+
+def _judge(
+    challenge: Challenge, expect: Expectation, obs: Observation, signer: str | None, now: float
+) -> Step:
+    verdict = judge(obs, expect, signer=signer)
+    if verdict.reason is not None:
+        refusal = _failure(challenge, obs.txid, verdict.reason, verdict.message)
+        return Step(refusal, retry=verdict.reason.transient)
+    return Step(_receipt(challenge, obs, verdict, now))
+
+
+def _receipt(challenge: Challenge, obs: Observation, verdict: Verdict, now: float) -> Paid:
+    terms = challenge.terms
+    extension = ProofExtension(
+        paid_amount=str(verdict.paid),
+        confirmations=obs.confirmations,
+        block_ref=obs.block_ref,
+        block_time=obs.block_time,
+        bound=verdict.bound,
+        consumption_key=consumption_key(terms.network, obs.txid),
+    )
+    receipt = Receipt(
+        scheme=SCHEME,
+        network=terms.network,
+        transaction=obs.txid,
+        asset=terms.asset,
+        amount=str(terms.amount),
+        payer=verdict.payer,
+        pay_to=terms.pay_to,
+        verified_at=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        nonce=challenge.nonce,
+        extensions={SCHEME: extension.model_dump(by_alias=True)},
+    )
+    return Paid(receipt, extension)
+
+
+def _failure(challenge: Challenge, txid: str, reason: ReasonCode, message: str) -> Failure:
+    """A failure of the proof of ``challenge``; ``txid`` is "" before the proof's is known."""
+    terms = challenge.terms
+    return failure(reason, message, network=terms.network, nonce=challenge.nonce, transaction=txid)
+
+
+def _restated(outcome: Receipt | Failure, reason: ReasonCode, message: str) -> Failure:
+    """A failure about the same proof and transaction as ``outcome``."""
+    return failure(
+        reason,
+        message,
+        network=outcome.network,
+        nonce=outcome.nonce,
+        transaction=outcome.transaction,
+    )

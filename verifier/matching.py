@@ -23,6 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from verifier.adapter import ChainAdapter, Query
+from verifier.challenge import Challenge
+from verifier.errors import FinalError
 from verifier.models import Binding, Finality, Observation, ReasonCode, Transfer
 
 # The most owners whose signature is tried for one proof: each try may cost an RPC call (an
@@ -44,6 +47,42 @@ class Expectation:
     issued_at: int
     expires_at: int
     clock_skew: int
+
+    @classmethod
+    def of(cls, challenge: Challenge, adapter: ChainAdapter, *, clock_skew: int) -> Expectation:
+        """The terms of an authenticated challenge, in the normal form of ``adapter``'s chain.
+
+        Raises ``FinalError`` when the offer's asset or payee is not valid on that chain.
+        """
+        terms = challenge.terms
+        try:
+            asset = adapter.normalize_asset(terms.asset)
+            pay_to = adapter.normalize_address(terms.pay_to)
+        except ValueError as exc:  # an offer the gate should never have made
+            raise FinalError(f"the offer is invalid: {exc}") from exc
+        return cls(
+            asset=asset,
+            pay_to=pay_to,
+            amount=terms.amount,
+            min_confirmations=terms.min_confirmations,
+            binding=terms.binding,
+            memo=challenge.memo,
+            issued_at=challenge.issued_at,
+            expires_at=challenge.expires_at,
+            clock_skew=clock_skew,
+        )
+
+    def query(self, txid: str) -> Query:
+        """What to ask the adapter about the transaction ``txid``."""
+        return Query(
+            txid=txid,
+            asset=self.asset,
+            pay_to=self.pay_to,
+            min_confirmations=self.min_confirmations,
+            memo=self.memo,
+            issued_at=self.issued_at,
+            amount=self.amount,
+        )
 
 
 @dataclass(frozen=True, slots=True)

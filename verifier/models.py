@@ -149,8 +149,23 @@ class PaymentPayload(_Wire):
         return self
 
 
+class ProofExtension(_Wire):
+    """What a receipt adds under ``extensions["onchain-proof"]``: what the chain showed."""
+
+    paid_amount: str = Field(alias="paidAmount")  # all paid to the payee, overpayment included
+    confirmations: int
+    block_ref: str = Field(alias="blockRef")
+    block_time: int = Field(alias="blockTime")  # unix seconds
+    bound: bool  # a memo commitment or a payer signature tied the transaction to the challenge
+    consumption_key: str = Field(alias="consumptionKey")  # <CAIP-2>:<canonical txid>
+
+
 class Receipt(_Wire):
-    """A payment that counted. Superset of the x402 v2 SettleResponse."""
+    """A payment that counted. Superset of the x402 v2 SettleResponse.
+
+    Our receipts carry a ``ProofExtension`` under ``extensions["onchain-proof"]``; the field stays
+    a plain mapping so that a receipt from elsewhere, with other extensions, reads back as sent.
+    """
 
     success: Literal[True] = True
     scheme: str = SCHEME

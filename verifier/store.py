@@ -1,6 +1,7 @@
 """Redis keys, the atomic claim, receipts and the outcome notification.
 
-Every key the project writes is built here (``Keys``). Rule 2 of the design lives in one Lua
+Every key of the project's own is built here (``Keys``); arq's keys, those of the queue, are
+built in ``verifier.queue``. Rule 2 of the design lives in one Lua
 script: claiming the consumption key and the nonce, writing the receipt, appending it to the
 receipts stream and publishing the outcome happen in one atomic step, so two workers that verify
 the same payment at the same time produce exactly one receipt.
@@ -15,18 +16,13 @@ fine), not Redis Cluster.
 
 from __future__ import annotations
 
-import hashlib
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from arq import constants as arq_constants
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from verifier.errors import TooManyProofs
 from verifier.models import Failure, Receipt
 from verifier.settings import StoreSettings
 
@@ -59,52 +55,9 @@ return {'new', ARGV[3]}
 """
 
 
-# Enqueue an arq job unless the proof already has an outcome, in one round trip. The arq side
-# is what ``ArqRedis.enqueue_job`` does (job key with expiry, then the queue's sorted set), and
-# like it, an existing job or result means the proof is already being (or was) verified. A new
-# job joins its nonce's set of unfinished jobs (KEYS[5]), refused when that holds ARGV[5]
-# already: one free challenge cannot queue unlimited jobs. The set loses a job when its outcome
-# is final (``_CLAIM``, ``record_failure``) and expires with the challenge (ARGV[6] ms).
-_SUBMIT = """
-local outcome = redis.call('GET', KEYS[1])
-if outcome then
-  return outcome
-end
-if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  if redis.call('SISMEMBER', KEYS[5], ARGV[4]) == 0 then
-    if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then
-      return 0
-    end
-    redis.call('SADD', KEYS[5], ARGV[4])
-    redis.call('PEXPIRE', KEYS[5], ARGV[6])
-  end
-  redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
-end
-return false
-"""
-
-# Fresh jobs are scored this far in the past (about 317 years): every first attempt is due
-# before every retry, so a backlog of proofs that keep retrying (never mined) does not delay a
-# new one. Among fresh jobs the order stays first come, first served. The worker's claim and
-# its retries write absolute scores (``verifier.worker``), so no score needs to be near now.
-FRESH_AHEAD_MS = 10**13
-
-
-def job_key(nonce: str, tx_ref: str, signature: str | None = None, terms: bytes = b"") -> str:
-    """Deterministic id of the verification of one proof: the same proof attaches to one job.
-
-    ``tx_ref`` is the canonical transaction id (``verifier.txid``), so spellings of one id share
-    a job. The signature is part of it: a proof that adds a payer signature after an unsigned
-    one was refused for ``binding_missing`` is a different proof with its own verification.
-    ``terms`` (``Terms.canonical()``: the offer and the resource) too: the outcome stored under
-    this key can only be found again by a proof for the same resource and terms.
-    """
-    head = f"{nonce}\n{tx_ref}\n{signature or ''}\n".encode()
-    return hashlib.sha256(head + terms).hexdigest()[:40]
-
-
 class Keys:
+    """The project's Redis keys, all under ``store.prefix``."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.stream = f"{prefix}:receipts"
@@ -144,14 +97,6 @@ class Keys:
     def delivery_access(self, consumption_key: str, path: str) -> str:
         return f"{self.prefix}:delivery:access:{consumption_key}:{path}"
 
-    @staticmethod
-    def arq_job(job: str) -> str:
-        return arq_constants.job_key_prefix + job
-
-    @staticmethod
-    def arq_result(job: str) -> str:
-        return arq_constants.result_key_prefix + job
-
 
 class ClaimStatus(StrEnum):
     NEW = "new"  # this proof consumed the transaction now
@@ -185,43 +130,6 @@ class Store:
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self._claim = redis.register_script(_CLAIM)
-        self._submit = redis.register_script(_SUBMIT)
-
-    async def submit(
-        self,
-        job: str,
-        function: str,
-        payload: dict[str, Any],
-        queue: str,
-        *,
-        nonce: str,
-        max_jobs_per_nonce: int,
-        nonce_ttl_ms: int,
-    ) -> Receipt | Failure | None:
-        """Enqueue the verification ``job`` (arq, JSON) unless it has an outcome: return that.
-
-        Raises ``TooManyProofs`` when ``nonce`` already has ``max_jobs_per_nonce`` unfinished
-        jobs and this is not one of them.
-        """
-        now = int(time.time() * 1000)
-        raw_job = serialize_job(function, (payload,), {}, None, now, serializer=orjson.dumps)
-        k = self.keys
-        found = await self._submit(
-            keys=[k.outcome(job), k.arq_job(job), k.arq_result(job), queue, k.nonce_jobs(nonce)],
-            args=[
-                raw_job,
-                now - FRESH_AHEAD_MS,
-                arq_constants.expires_extra_ms,
-                job,
-                max_jobs_per_nonce,
-                max(nonce_ttl_ms, 1000),
-            ],
-        )
-        if found == 0:
-            raise TooManyProofs(
-                f"this challenge already has {max_jobs_per_nonce} proofs being verified"
-            )
-        return None if found is None else parse_outcome(found)
 
     async def claim(
         self,

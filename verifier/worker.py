@@ -17,15 +17,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from arq.connections import ArqRedis, RedisSettings
-from arq.constants import in_progress_key_prefix
+from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
 from verifier.adapter import ChainAdapter
 from verifier.challenge import ChallengeSigner
 from verifier.jobs import REDIS_DOWN, Verifier, verify_payment
+from verifier.queue import (
+    IN_PROGRESS_PREFIX,
+    VERIFY_PAYMENT,
+    JobStart,
+    json_dumps,
+    json_loads,
+    redis_settings,
+)
 from verifier.registry import build_adapters
 from verifier.settings import Settings
 from verifier.store import Store
@@ -38,18 +44,6 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
 
-def json_dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj)
-
-
-def json_loads(raw: bytes) -> Any:
-    return orjson.loads(raw)
-
-
-def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis_url)
-
-
 async def start_adapters(adapters: dict[str, ChainAdapter]) -> None:
     started: list[ChainAdapter] = []
     try:
@@ -59,24 +53,6 @@ async def start_adapters(adapters: dict[str, ChainAdapter]) -> None:
     except BaseException:
         await asyncio.gather(*(a.close() for a in started), return_exceptions=True)
         raise
-
-
-# Claim one job for this worker: arq's own check (not in progress elsewhere, still due) and its
-# in-progress mark, in one atomic round trip instead of WATCH, EXISTS, ZSCORE and MULTI/EXEC.
-# The claim also moves the job's score to when its in-progress key expires (ARGV[4]), so that
-# the due part of the queue holds only jobs nobody runs; it returns the score the job had.
-_START = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return false
-end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then
-  return false
-end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-return score
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +68,8 @@ class VerifierWorker(Worker):
 
     **Cheaper start** (measured with ``make bench`` and py-spy): arq starts each job with four
     Redis round trips (a WATCH transaction); here each job is claimed by one Lua script with the
-    same conditions and the same in-progress key as arq's, and jobs this process runs are
-    skipped without asking Redis.
+    same conditions and the same in-progress key as arq's (``verifier.queue.JobStart``), and
+    jobs this process runs are skipped without asking Redis.
 
     **Claimed jobs leave the due part of the queue.** arq leaves a running job at its score, so
     every poll reads the jobs in flight again; with the read limit at ``max_jobs`` the ids read
@@ -133,12 +109,13 @@ class VerifierWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._claims: dict[str, _Claim] = {}
+        self._job_start: JobStart | None = None  # once arq has connected (``self.pool``)
         self._down_since: float | None = None  # monotonic time of the first failure
         self._poll_backoff = BACKOFF_FIRST
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        if not hasattr(self, "_start_script"):
-            self._start_script = self.pool.register_script(_START)
+        if self._job_start is None:
+            self._job_start = JobStart(self.pool, self.queue_name)
         timeout_ms = int(self.in_progress_timeout_s * 1000)
         for raw in job_ids:
             job_id = raw.decode()
@@ -152,10 +129,7 @@ class VerifierWorker(Worker):
             now = timestamp_ms()
             until_ms = now + timeout_ms
             try:
-                due = await self._start_script(
-                    keys=[in_progress_key_prefix + job_id, self.queue_name],
-                    args=[job_id, now, timeout_ms, until_ms],
-                )
+                due = await self._job_start.claim(job_id, now, until_ms)
             except BaseException:
                 # Give the slot back. Had Redis applied the claim and lost the reply, the job
                 # is due again when the claim expires, as after a crash.
@@ -235,7 +209,7 @@ class VerifierWorker(Worker):
     ) -> None:
         """Release our claim and make the job due at ``score``: absolute, so idempotent."""
         async with self.pool.pipeline(transaction=True) as tr:
-            in_progress = in_progress_key_prefix + job_id
+            in_progress = IN_PROGRESS_PREFIX + job_id
             if keep_in_progress is None:
                 tr.delete(in_progress)
             else:
@@ -320,7 +294,7 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
 
     w = settings.worker
     options: dict[str, Any] = {
-        "functions": [func(verify_payment, name="verify_payment", max_tries=MAX_TRIES)],
+        "functions": [func(verify_payment, name=VERIFY_PAYMENT, max_tries=MAX_TRIES)],
         "queue_name": settings.queue_name,
         "redis_settings": redis_settings(settings),
         "on_startup": startup,
