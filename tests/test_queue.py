@@ -141,7 +141,22 @@ async def test_a_submitted_job_is_what_arq_reads(
     assert info.score is not None
     assert before - queue.FRESH_AHEAD_MS <= info.score <= after - queue.FRESH_AHEAD_MS
     ttl = await redis.pttl(constants.job_key_prefix + job.job)
-    assert constants.expires_extra_ms - 10_000 < ttl <= constants.expires_extra_ms
+    # the challenge's remaining retry window (60 s here) plus arq's own margin
+    assert 60_000 + constants.expires_extra_ms - 10_000 < ttl <= 60_000 + constants.expires_extra_ms
+
+
+async def test_a_job_lives_as_long_as_its_challenge_may_retry(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    # arq drops a job whose key expired ("job expired") with no outcome of ours: a challenge that
+    # lives 7 days must keep its job that long, not arq's default day.
+    settings = make_settings()
+    job = a_job(settings)
+    jobs = JobQueue(redis, settings.queue_name, Store(redis, settings.store).keys)
+    week_ms = 7 * 86_400_000
+    await jobs.submit(job, max_jobs_per_nonce=4, nonce_ttl_ms=week_ms)
+    ttl = await redis.pttl(constants.job_key_prefix + job.job)
+    assert week_ms < ttl <= week_ms + constants.expires_extra_ms
 
 
 async def test_a_claimed_job_is_in_progress_for_arq(

@@ -171,7 +171,8 @@ class JobQueue:
             args=[
                 job_record(job, now),
                 now - FRESH_AHEAD_MS,
-                EXPIRES_EXTRA_MS,
+                # arq drops a job whose key expired: keep it while the challenge may retry.
+                max(nonce_ttl_ms, 0) + EXPIRES_EXTRA_MS,
                 job.job,
                 max_jobs_per_nonce,
                 max(nonce_ttl_ms, 1000),
