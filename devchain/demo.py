@@ -1,4 +1,5 @@
-"""``x402-verifier demo``: the whole system on this machine, with nothing running beforehand.
+"""``make demo`` (``python -m devchain.demo`` from the repository root): the whole system on this
+machine, with nothing running beforehand.
 
 It starts a throwaway Redis and a local anvil chain with a USDC-like token, writes a configuration,
 starts ``x402-verifier gate`` and a pool of ``x402-verifier worker`` processes, then behaves as a
@@ -304,5 +305,9 @@ def run_demo(workers: int = 2) -> int:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m devchain.demo", description="the local demo")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(run_demo())
+    sys.exit(run_demo(workers=parser.parse_args().workers))
