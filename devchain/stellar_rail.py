@@ -8,9 +8,8 @@ from typing import Any
 
 from stellar_sdk import Asset, HashMemo, Network, Payment
 
-from chains.stellar.horizon import format_stroops
 from devchain.horizon import HorizonServer
-from devchain.stellar_ledger import StellarLedger
+from devchain.stellar_ledger import StellarLedger, amount_text
 from devchain.stellar_wallet import StellarWallet, dev_keypair
 
 NETWORK = "stellar:testnet"
@@ -37,7 +36,7 @@ class StellarRail:
     def pay(self, accept: dict[str, Any]) -> str:
         code, _, issuer = str(accept["asset"]).partition(":")
         asset = Asset.native() if accept["asset"] == "native" else Asset(code, issuer)
-        op = Payment(accept["payTo"], asset, format_stroops(int(accept["amount"])))
+        op = Payment(accept["payTo"], asset, amount_text(int(accept["amount"])))
         memo = HashMemo(bytes.fromhex(accept["extra"]["memo"]))
         tx, _ = self.wallet.submit(self.payer, [op], memo=memo)
         return tx

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chains.ton.codec import normalize_address
-from devchain.ton_chain import TonLedger, account_for
+from devchain.ton_chain import TonLedger, account_for, raw_address
 from devchain.toncenter import ToncenterServer
 
 NETWORK = "tvm:-3"
@@ -39,9 +38,9 @@ class TonRail:
 
     def pay(self, accept: dict[str, Any]) -> str:
         """A jetton transfer to the payee with the memo as forward comment; returns a locator."""
-        payee = normalize_address(accept["payTo"])
+        payee = raw_address(accept["payTo"])
         self.server.ledger.pay_jetton(
-            normalize_address(accept["asset"]),
+            raw_address(accept["asset"]),
             self.payer,
             payee,
             int(accept["amount"]),

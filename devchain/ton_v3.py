@@ -15,11 +15,22 @@ from typing import Any
 
 from pytoniq_core import HashMap, Slice, begin_cell
 
-from chains.ton.codec import comment_of
-
 SHARD = "8000000000000000"
 GAS_FEES = 3_308_000
 GAS_USED = 8_270
+
+
+def comment_text(body: Any) -> str | None:
+    """The text comment a message body carries (op 0, then snake UTF-8), as toncenter decodes
+    it; None for any other body."""
+    head = body.begin_parse()
+    if head.remaining_bits < 32 or head.load_uint(32) != 0:
+        return None
+    try:
+        text: str = head.load_snake_string()
+    except (ValueError, IndexError):  # not UTF-8, or cut short
+        return None
+    return text
 
 
 def _b64(raw: bytes) -> str:
@@ -96,7 +107,7 @@ def message_v3(msg_cell: Any) -> dict[str, Any]:
     body = msg.body
     head = body.begin_parse()
     opcode = f"0x{head.load_uint(32):08x}" if head.remaining_bits >= 32 else None
-    comment = comment_of(body)
+    comment = comment_text(body)
     decoded = None if comment is None else {"type": "text_comment", "comment": comment}
     return {
         "hash": _b64(msg_cell.hash),

@@ -20,9 +20,24 @@ from typing import Any
 
 from pytoniq_core import Address, Slice, begin_cell
 
-from chains.ton.codec import canonical_hash, normalize_address, raw_form
 from devchain.http_server import LocalHTTPServer, Reply, Request, json_reply
-from devchain.ton_chain import TonLedger
+from devchain.ton_chain import TonLedger, raw_address
+
+
+def _hex_hash(ref: str) -> str | None:
+    """Lowercase hex of a 32-byte hash given as toncenter takes it (hex, base64 or base64url);
+    None if it is not one."""
+    text = ref.strip()
+    try:
+        if len(text) == 64:
+            raw = bytes.fromhex(text)
+        else:
+            raw = base64.urlsafe_b64decode(
+                text.replace("+", "-").replace("/", "_").rstrip("=") + "="
+            )
+    except ValueError:  # binascii.Error included
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
 
 class ToncenterServer(LocalHTTPServer):
@@ -93,11 +108,11 @@ class ToncenterServer(LocalHTTPServer):
         ledger = self.ledger
         with ledger._lock:
             if "hash" in q:
-                key = canonical_hash(q["hash"])
+                key = _hex_hash(q["hash"])
                 rec = ledger.txs.get(key or "")
                 found = [rec] if rec is not None and not rec.hidden else []
             else:
-                account = normalize_address(q["account"])
+                account = raw_address(q["account"])
                 since = int(q.get("start_utime", 0))
                 found = [
                     r
@@ -112,22 +127,22 @@ class ToncenterServer(LocalHTTPServer):
 
     def transactions_by_message(self, q: dict[str, str]) -> dict[str, Any]:
         ledger = self.ledger
-        key = canonical_hash(q["msg_hash"])
+        key = _hex_hash(q["msg_hash"])
         outgoing = q.get("direction", "out") == "out"
         with ledger._lock:
             found = []
             for rec in ledger.txs.values():
                 msgs = rec.v3.get("out_msgs") or [] if outgoing else [rec.v3.get("in_msg") or {}]
-                if not rec.hidden and any(canonical_hash(m.get("hash", "")) == key for m in msgs):
+                if not rec.hidden and any(_hex_hash(m.get("hash", "")) == key for m in msgs):
                     found.append(json.loads(json.dumps(rec.v3)))
         return {"transactions": found[: int(q.get("limit", 10))], "address_book": {}}
 
     def run_get_method(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        master = normalize_address(str(body.get("address")))
+        master = raw_address(str(body.get("address")))
         if master not in self.masters or body.get("method") != "get_wallet_address":
             return 200, {"gas_used": 0, "exit_code": 11, "stack": []}
         arg = Slice.one_from_boc(base64.b64decode(body["stack"][0]["value"]))
-        owner = raw_form(arg.load_address())
+        owner = raw_address(arg.load_address())
         wallet = Address(self.ledger.jetton_wallet(master, owner))
         cell = begin_cell().store_address(wallet).end_cell()
         value = base64.b64encode(cell.to_boc()).decode()

@@ -1,4 +1,5 @@
-"""The layout holds: the wheel is the product, and the product never imports its tooling."""
+"""The layout holds: the wheel is the product, the product never imports its tooling, and the
+fake chain servers build their answers without the code they are used to test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("verifier", "chains")
 TOOLING = ("devchain", "tests")
+# The local chain servers and ledgers of devchain: what they answer must not come from chains/
+# or verifier/, or a bug there would be served back to the very tests that should catch it.
+FAKES = (
+    "anvil",
+    "horizon",
+    "http_server",
+    "solana_ledger",
+    "solana_render",
+    "solana_server",
+    "stellar_ledger",
+    "stellar_wallet",
+    "stub",
+    "ton_chain",
+    "ton_v3",
+    "toncenter",
+)
 
 
 def imported(path: Path) -> set[str]:
@@ -46,6 +63,12 @@ def test_the_product_never_imports_its_tooling() -> None:
         str(p.relative_to(ROOT)): sorted(roots(imported(p)) & set(TOOLING)) for p in modules
     }
     assert {path: found for path, found in offenders.items() if found} == {}
+
+
+def test_the_fakes_import_nothing_of_the_product() -> None:
+    forbidden = {*PRODUCT, "tests"}
+    found = {name: roots(imported(ROOT / "devchain" / f"{name}.py")) & forbidden for name in FAKES}
+    assert {name: sorted(hits) for name, hits in found.items() if hits} == {}
 
 
 def test_the_wheel_holds_the_product_only(tmp_path: Path) -> None:
