@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import BaseRequestHandler
-from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, urlsplit
+
+from devchain.service import Service
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class _QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class LocalHTTPServer:
+class LocalHTTPServer(Service):
     """``with Sub(...) as server: server.url``, or ``start()`` / ``stop()``."""
 
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
@@ -85,14 +86,6 @@ class LocalHTTPServer:
     def stop(self) -> None:
         self._http.shutdown()
         self._http.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _handler(server: LocalHTTPServer) -> type[BaseRequestHandler]:

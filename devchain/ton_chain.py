@@ -244,24 +244,14 @@ class TonLedger:
         return MessageAny(info, None, body).serialize()
 
     def _record(
-        self,
-        account: str,
-        src: str,
-        value: int,
-        body: Any,
-        *,
-        bounced: bool = False,
-        aborted: bool = False,
-        pending: bool = False,
-        hidden: bool = False,
-        now: int | None = None,
-        notify: tuple[str, int, Any] | None = None,
+        self, account: str, src: str, value: int, body: Any, *, bounced: bool = False, **how: Any
     ) -> Recorded:
+        """``account`` receiving ``value`` nanotons with ``body`` from ``src``; ``how`` as for
+        ``_record_message``."""
+        now = how.pop("now", None)
         at = int(time.time()) if now is None else now
         msg = self._message(src, account, value, body, bounced, at)
-        return self._record_message(
-            account, msg, aborted=aborted, pending=pending, hidden=hidden, now=at, notify=notify
-        )
+        return self._record_message(account, msg, now=at, **how)
 
     def _record_message(
         self,

@@ -21,6 +21,7 @@ FAKES = (
     "http_server",
     "solana_ledger",
     "solana_render",
+    "service",
     "solana_server",
     "stellar_ledger",
     "stellar_wallet",
