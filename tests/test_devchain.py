@@ -16,8 +16,9 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
-from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, AnvilNotFound, DevChain, RpcError
+from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain, RpcError
 from devchain.http_server import LocalHTTPServer, Reply, Request
+from tests.support import started
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 MAGIC, INVALID = bytes.fromhex("1626ba7e"), bytes.fromhex("ffffffff")
@@ -27,11 +28,7 @@ OWNER, OWNER_KEY = ANVIL_ACCOUNTS[8], ANVIL_KEYS[8]
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[DevChain]:
-    try:
-        node = Anvil().start()
-    except AnvilNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with node, DevChain(node.url) as client:
+    with started(Anvil()) as node, DevChain(node.url) as client:
         yield client
 
 
