@@ -21,13 +21,12 @@ class EvmHarness(Harness):
     network = NETWORK
     symbol = "USDC"
     decimals = 6
+    pay_to = ANVIL_ACCOUNTS[6]
+    stranger = ANVIL_ACCOUNTS[7]
 
     def __init__(self, env: EvmEnv) -> None:
         self.env = env
-        self.asset = env.token
-        self.other_asset = env.other_token
-        self.pay_to = ANVIL_ACCOUNTS[6]
-        self.stranger = ANVIL_ACCOUNTS[7]
+        self.asset, self.other_asset = env.token, env.other_token
 
     def network_settings(self) -> dict[str, Any]:
         return {"rpc_urls": [self.env.anvil.url], "head_cache_seconds": 0}
