@@ -4,7 +4,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY verifier ./verifier
 COPY chains ./chains
-COPY devchain ./devchain
 RUN pip install --no-cache-dir '.[all]'
 USER nobody
 ENTRYPOINT ["x402-verifier"]

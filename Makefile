@@ -21,11 +21,12 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The demo and the benchmark are tooling (devchain/, not in the wheel), run from this directory.
 demo: install
-	$(BIN)/x402-verifier demo
+	$(BIN)/python -m devchain.demo
 
 bench: install
-	$(BIN)/x402-verifier bench
+	$(BIN)/python -m devchain.bench
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,5 +1,9 @@
 """Local dev services for tests, the demo and the benchmark: an anvil EVM node with the test
-contracts (``devchain.anvil``) and a throwaway redis-server (``devchain.redis_server``).
+contracts (``devchain.anvil``), a throwaway redis-server (``devchain.redis_server``), the local
+chain servers of the other families, the demo and the benchmark.
+
+This is tooling, not product: it is not in the wheel, it runs from the repository root
+(``make demo``, ``make bench``, the tests), and ``verifier`` and ``chains`` never import it.
 
 The anvil names below are re-exported lazily, so importing ``devchain.redis_server`` does not
 need the EVM extras (eth-abi).

@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from typing import IO, Any, NoReturn, Self
 import httpx
 from eth_abi import decode, encode
 from eth_utils import keccak, to_checksum_address
+
+from devchain.service import NotInstalled, Service, end_process, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "contracts" / "artifacts"
@@ -60,7 +61,7 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 _TO_AMOUNT = ("address", "uint256")
 
 
-class AnvilNotFound(RuntimeError):
+class AnvilNotFound(NotInstalled):
     pass
 
 
@@ -70,13 +71,6 @@ class RpcError(RuntimeError):
     def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
         self.method, self.code, self.message, self.data = method, code, message, data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def find_anvil() -> str:
@@ -110,7 +104,7 @@ def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-class Anvil:
+class Anvil(Service):
     """An anvil process on 127.0.0.1; ``start()`` returns once it answers JSON-RPC."""
 
     START_TIMEOUT = 20.0
@@ -185,21 +179,10 @@ class Anvil:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_process(proc)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 class DevChain:

@@ -1,4 +1,5 @@
-"""``x402-verifier demo``: the whole system on this machine, with nothing running beforehand.
+"""``make demo`` (``python -m devchain.demo`` from the repository root): the whole system on this
+machine, with nothing running beforehand.
 
 It starts a throwaway Redis and a local anvil chain with a USDC-like token, writes a configuration,
 starts ``x402-verifier gate`` and a pool of ``x402-verifier worker`` processes, then behaves as a
@@ -10,7 +11,9 @@ is answered correctly. Everything it started is stopped at the end.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -48,71 +51,76 @@ def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml(key)
+
+
+def _is_table(value: Any) -> bool:
+    """A dict is written as a table, a non-empty list of dicts as an array of tables."""
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
+
+
+def toml_lines(doc: dict[str, Any], table: str = "") -> list[str]:
+    """``doc`` as TOML: its plain values first, then its tables and arrays of tables (a table
+    that holds only tables gets no header of its own: ``[networks."eip155:1"]``)."""
+    lines = [f"{_key(k)} = {_toml(v)}" for k, v in doc.items() if not _is_table(v)]
+    for key, value in doc.items():
+        name = table + _key(key)
+        if isinstance(value, dict):
+            header = [f"[{name}]"] if not all(map(_is_table, value.values())) else []
+            lines += header + toml_lines(value, name + ".")
+        elif _is_table(value):
+            for item in value:
+                lines += [f"[[{name}]]", *toml_lines(item, name + ".")]
+    return lines
+
+
+def _route(path: str, resource: str, description: str, accept: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"resource": resource, "paid": True})
+    return {"path": path, "description": description, "body": body, "accepts": [accept]}
+
+
 def rail_config(rails: list[Rail]) -> str:
-    parts = []
+    """The configuration of the rails' networks, assets and routes (one resource per rail)."""
+    lines = []
     for rail in rails:
-        parts.append(f'[networks."{rail.network}"]')
-        parts += [f"{k} = {_toml(v)}" for k, v in rail.network_settings.items()]
-        for asset in rail.assets:
-            parts.append("[[assets]]")
-            parts += [f"{k} = {_toml(v)}" for k, v in asset.items()]
-        parts += [
-            "[[routes]]",
-            f'path = "/{rail.slug}/item"',
-            f'description = "demo resource on {rail.title}"',
-            f'body = \'{{"resource": "{rail.slug}", "paid": true}}\'',
-            "[[routes.accepts]]",
-            f'network = "{rail.network}"',
-        ]
-        parts += [f"{k} = {_toml(v)}" for k, v in rail.accept.items()]
-    return "\n".join(parts) + "\n"
+        path, title = f"/{rail.slug}/item", f"demo resource on {rail.title}"
+        doc: dict[str, Any] = {"networks": {rail.network: rail.network_settings}}
+        if rail.assets:
+            doc["assets"] = rail.assets
+        accept = {"network": rail.network, **rail.accept}
+        doc["routes"] = [_route(path, rail.slug, title, accept)]
+        lines += toml_lines(doc)
+    return "\n".join(lines) + "\n"
 
 
 def _config(redis_url: str, rpc: str, token: str, port: int, rails: list[Rail]) -> str:
-    routes = "\n".join(
-        f"""
-[[routes]]
-path = "{path}"
-description = "demo resource {path}"
-body = '{{"resource": "{path}", "paid": true}}'
-[[routes.accepts]]
-network = "{NETWORK}"
-asset = "USDC"
-pay_to = "{SHOP}"
-price = "{price}"
-"""
-        for path, price in ROUTES
-    )
-    return f"""
-redis_url = "{redis_url}"
-
-[challenge]
-active = "demo"
-keys = {{ demo = "{secrets.token_hex(32)}" }}
-
-[gate]
-port = {port}
-settle_timeout = 15
-
-[worker]
-poll_delay = 0.01
-
-[networks."{NETWORK}"]
-rpc_urls = ["{rpc}"]
-min_confirmations = 1
-head_cache_seconds = 0.2
-
-[[assets]]
-network = "{NETWORK}"
-symbol = "USDC"
-asset = "{token}"
-decimals = 6
-{routes}
-{rail_config(rails)}"""
+    doc = {
+        "redis_url": redis_url,
+        "challenge": {"active": "demo", "keys": {"demo": secrets.token_hex(32)}},
+        "gate": {"port": port, "settle_timeout": 15},
+        "worker": {"poll_delay": 0.01},
+        "networks": {
+            NETWORK: {"rpc_urls": [rpc], "min_confirmations": 1, "head_cache_seconds": 0.2}
+        },
+        "assets": [{"network": NETWORK, "symbol": "USDC", "asset": token, "decimals": 6}],
+        "routes": [
+            _route(
+                path,
+                path,
+                f"demo resource {path}",
+                {"network": NETWORK, "asset": "USDC", "pay_to": SHOP, "price": price},
+            )
+            for path, price in ROUTES
+        ],
+    }
+    return "\n".join(toml_lines(doc)) + "\n" + rail_config(rails)
 
 
 def _b64json(value: str) -> dict[str, Any]:
@@ -304,5 +312,9 @@ def run_demo(workers: int = 2) -> int:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m devchain.demo", description="the local demo")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(run_demo())
+    sys.exit(run_demo(workers=parser.parse_args().workers))

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from devchain.http_server import LocalHTTPServer, Reply, Request
 from devchain.stellar_ledger import StellarLedger, view
 
 _TX = re.compile(r"^/transactions/([0-9a-fA-F]{64})(/operations)?/?$")
@@ -34,40 +33,25 @@ NOT_FOUND = {
 }
 
 
-class HorizonServer:
+class HorizonServer(LocalHTTPServer):
     """Runs in a daemon thread; usable from sync code (the demo) and async tests alike."""
 
+    methods = ("GET",)
+
     def __init__(self, ledger: StellarLedger) -> None:
+        super().__init__()
         self.ledger = ledger
         self.hidden: set[str] = set()
         self.requests = 0
         self.paths: list[str] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, body = server.answer(self.path)
-                data = orjson.dumps(body)
-                self.send_response(status)
-                kind = "application/hal+json" if status == 200 else "application/problem+json"
-                self.send_header("content-type", kind)
-                self.send_header("latest-ledger", str(server.ledger.latest))
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
+    def handle(self, request: Request) -> Reply:
+        status, body = self.answer(request.target)
+        kind = "application/hal+json" if status == 200 else "application/problem+json"
+        latest = (("latest-ledger", str(self.ledger.latest)),)
+        return Reply(status, orjson.dumps(body), kind, latest)
 
     def hide(self, tx_hash: str) -> None:
         self.hidden.add(tx_hash.lower())
@@ -129,19 +113,3 @@ class HorizonServer:
             "supported_protocol_version": 22,
             "core_supported_protocol_version": 22,
         }
-
-    def start(self) -> HorizonServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-
-    def __enter__(self) -> HorizonServer:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -32,6 +32,26 @@ class Rail(Protocol):
         ...
 
 
+class LocalRail:
+    """What the rails here share: the settings that point the worker at the rail's one local
+    chain server, the offer's terms, and the assets that are not in the built-in registry."""
+
+    slug: str
+    title: str
+    network: str
+
+    def __init__(
+        self,
+        url: str,
+        accept: dict[str, Any],
+        assets: list[dict[str, Any]] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.network_settings: dict[str, Any] = {"rpc_urls": [url], **settings}
+        self.accept = accept
+        self.assets = assets or []
+
+
 def rail_modules() -> Iterator[str]:
     import devchain
 

@@ -13,18 +13,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from devchain.service import NotInstalled, Service, end_process, free_port
+
+__all__ = ["RedisNotFound", "RedisServer", "find_redis_server", "free_port"]
 
 
-class RedisNotFound(RuntimeError):
+class RedisNotFound(NotInstalled):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def find_redis_server() -> str:
@@ -48,7 +44,7 @@ def find_redis_server() -> str:
     )
 
 
-class RedisServer:
+class RedisServer(Service):
     """``with RedisServer() as r: r.url``. ``appendonly`` turns on AOF with ``fsync always``.
 
     ``kill()`` then ``restart()`` is a crash and a recovery: SIGKILL, then a new server on the
@@ -111,23 +107,10 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            end_process(self._proc)
             if self._proc.stderr:
                 self._proc.stderr.close()
             self._proc = None
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -101,17 +101,7 @@ class SolanaLedger:
         mint, owner = Keypair(), Pubkey.from_string(program)
         # A mint with the TransferFeeConfig extension: 165 + account type + TLV header + 108.
         space = 278 if fee_bps else 82
-        ixs = [
-            create_account(
-                CreateAccountParams(
-                    from_pubkey=self.funder.pubkey(),
-                    to_pubkey=mint.pubkey(),
-                    lamports=self.svm.minimum_balance_for_rent_exemption(space),
-                    space=space,
-                    owner=owner,
-                )
-            )
-        ]
+        ixs = [self._create_account_ix(mint.pubkey(), space, owner)]
         meta = [AccountMeta(mint.pubkey(), False, True)]
         if fee_bps:
             authority = b"\1" + bytes(self.funder.pubkey())
@@ -121,6 +111,17 @@ class SolanaLedger:
         ixs.append(Instruction(owner, data, meta))
         self.execute(ixs, [self.funder, mint])
         return Mint(mint.pubkey(), owner, decimals, self.funder)
+
+    def _create_account_ix(self, account: Pubkey, space: int, owner: Pubkey) -> Instruction:
+        """A rent-exempt ``account`` of ``space`` bytes owned by ``owner``, paid by the funder."""
+        params = CreateAccountParams(
+            from_pubkey=self.funder.pubkey(),
+            to_pubkey=account,
+            lamports=self.svm.minimum_balance_for_rent_exemption(space),
+            space=space,
+            owner=owner,
+        )
+        return create_account(params)
 
     def ata(self, owner: Pubkey, mint: Mint) -> Pubkey:
         return get_associated_token_address(owner, mint.address, mint.program)
@@ -155,15 +156,7 @@ class SolanaLedger:
         account = Keypair()
         space = 165 if mint.program == Pubkey.from_string(TOKEN) else 178
         ixs = [
-            create_account(
-                CreateAccountParams(
-                    from_pubkey=self.funder.pubkey(),
-                    to_pubkey=account.pubkey(),
-                    lamports=self.svm.minimum_balance_for_rent_exemption(space),
-                    space=space,
-                    owner=mint.program,
-                )
-            ),
+            self._create_account_ix(account.pubkey(), space, mint.program),
             Instruction(
                 mint.program,
                 bytes([18]) + bytes(owner),

@@ -4,36 +4,33 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from devchain.rails import LocalRail
 from devchain.solana_ledger import NETWORK, Mint, SolanaLedger
 from devchain.solana_server import SolanaRpcServer
 
 
-@dataclass
-class SolanaRail:
-    ledger: SolanaLedger
-    mint: Mint
-    payer: Keypair
-    shop: Pubkey
-    server: SolanaRpcServer
-    slug: str = "solana"
-    title: str = "Solana USDC (LiteSVM)"
-    network: str = NETWORK
-    network_settings: dict[str, Any] = field(default_factory=dict)
-    assets: list[dict[str, Any]] = field(default_factory=list)
-    accept: dict[str, Any] = field(default_factory=dict)
+class SolanaRail(LocalRail):
+    slug = "solana"
+    title = "Solana USDC (LiteSVM)"
+    network = NETWORK
 
-    def __post_init__(self) -> None:
-        self.network_settings = {"rpc_urls": [self.server.url], "head_cache_seconds": 0.2}
-        self.assets = [
-            {"network": NETWORK, "symbol": "USDC", "asset": str(self.mint.address), "decimals": 6}
-        ]
-        self.accept = {"asset": "USDC", "pay_to": str(self.shop), "price": "0.05"}
+    def __init__(
+        self,
+        ledger: SolanaLedger,
+        mint: Mint,
+        payer: Keypair,
+        shop: Pubkey,
+        server: SolanaRpcServer,
+    ) -> None:
+        self.ledger, self.mint, self.payer, self.server = ledger, mint, payer, server
+        usdc = {"network": NETWORK, "symbol": "USDC", "asset": str(mint.address), "decimals": 6}
+        accept = {"asset": "USDC", "pay_to": str(shop), "price": "0.05"}
+        super().__init__(server.url, accept, [usdc], head_cache_seconds=0.2)
 
     def pay(self, accept: dict[str, Any]) -> str:
         """transfer_checked to the payee's ATA (created if needed) with the memo commitment."""

@@ -9,11 +9,9 @@ worker processes and any event loop can use it. It counts requests and calls per
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
+from devchain.http_server import LocalHTTPServer, Reply, Request, json_reply
 from devchain.solana_ledger import GENESIS_HASH, LEVELS, SolanaLedger
 
 
@@ -23,57 +21,26 @@ class RpcFault(Exception):
         self.code = code
 
 
-class SolanaRpcServer:
+class SolanaRpcServer(LocalHTTPServer):
+    methods = ("POST",)
+
     def __init__(self, ledger: SolanaLedger, genesis_hash: str = GENESIS_HASH) -> None:
+        super().__init__()
         self.ledger = ledger
         self.genesis_hash = genesis_hash
         self.requests = 0
         self.calls: dict[str, int] = {}
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                data = json.dumps(server.handle(json.loads(body))).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> SolanaRpcServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> SolanaRpcServer:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def handle(self, request: Request) -> Reply:
+        return json_reply(200, self.rpc(json.loads(request.body)))
 
     def reset_stats(self) -> None:
         with self.ledger.lock:
             self.requests = 0
             self.calls.clear()
 
-    def handle(self, body: Any) -> Any:
+    def rpc(self, body: Any) -> Any:
+        """The reply to a JSON-RPC body: one call or a batch."""
         with self.ledger.lock:
             self.requests += 1
         if isinstance(body, list):

@@ -39,8 +39,6 @@ from stellar_sdk import (
 from stellar_sdk import xdr as X
 from stellar_sdk.operation import Operation
 
-from chains.stellar.horizon import format_stroops
-
 Envelope = TransactionEnvelope | FeeBumpTransactionEnvelope
 BASE = "http://horizon.local"
 TYPE_NAMES: dict[type[Operation], str] = {
@@ -55,6 +53,11 @@ TYPE_NAMES: dict[type[Operation], str] = {
 
 def _units(amount: str | Decimal) -> int:
     return int(Decimal(str(amount)).scaleb(7))
+
+
+def amount_text(stroops: int) -> str:
+    """An amount as Horizon and the SDK's operations write it: units with seven decimals."""
+    return format(Decimal(stroops).scaleb(-7), "f")
 
 
 def _iso(ts: int) -> str:
@@ -221,21 +224,21 @@ def operations_json(
             rec.update(_account_fields(source, "from"))
             rec.update(_account_fields(op.destination, "to"))
         if isinstance(op, Payment):
-            rec["amount"] = format_stroops(_units(op.amount))
+            rec["amount"] = amount_text(_units(op.amount))
         elif isinstance(op, PathPaymentStrictSend):
-            rec["amount"] = format_stroops(delivered.get(i, _units(op.dest_min)))
+            rec["amount"] = amount_text(delivered.get(i, _units(op.dest_min)))
             rec["path"] = [_asset_fields(a) for a in op.path]
-            rec["source_amount"] = format_stroops(_units(op.send_amount))
-            rec["destination_min"] = format_stroops(_units(op.dest_min))
+            rec["source_amount"] = amount_text(_units(op.send_amount))
+            rec["destination_min"] = amount_text(_units(op.dest_min))
             rec.update(_asset_fields(op.send_asset, "source_"))
         elif isinstance(op, PathPaymentStrictReceive):
-            rec["amount"] = format_stroops(_units(op.dest_amount))
+            rec["amount"] = amount_text(_units(op.dest_amount))
             rec["path"] = [_asset_fields(a) for a in op.path]
-            rec["source_amount"] = format_stroops(_units(op.send_max) if ok else 0)
-            rec["source_max"] = format_stroops(_units(op.send_max))
+            rec["source_amount"] = amount_text(_units(op.send_max) if ok else 0)
+            rec["source_max"] = amount_text(_units(op.send_max))
             rec.update(_asset_fields(op.send_asset, "source_"))
         elif isinstance(op, CreateAccount):
-            rec["starting_balance"] = format_stroops(_units(op.starting_balance))
+            rec["starting_balance"] = amount_text(_units(op.starting_balance))
             rec["funder"] = source.account_id
             rec["account"] = op.destination
         elif isinstance(op, CreateClaimableBalance):
@@ -243,7 +246,7 @@ def operations_json(
             rec["asset"] = (
                 "native" if op.asset.is_native() else f"{op.asset.code}:{op.asset.issuer}"
             )
-            rec["amount"] = format_stroops(_units(op.amount))
+            rec["amount"] = amount_text(_units(op.amount))
             rec["claimants"] = [
                 {"destination": c.destination, "predicate": {"unconditional": True}}
                 for c in op.claimants

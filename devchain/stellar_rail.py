@@ -8,36 +8,31 @@ from typing import Any
 
 from stellar_sdk import Asset, HashMemo, Network, Payment
 
-from chains.stellar.horizon import format_stroops
 from devchain.horizon import HorizonServer
-from devchain.stellar_ledger import StellarLedger
+from devchain.rails import LocalRail
+from devchain.stellar_ledger import StellarLedger, amount_text
 from devchain.stellar_wallet import StellarWallet, dev_keypair
 
 NETWORK = "stellar:testnet"
 USDC = "USDC:GBBD47IF6LWK7P7MDEVSCWR7DPUWV3NY3DTQEVFL4NAT4AQH3ZLLFLA5"  # registry's testnet USDC
 
 
-class StellarRail:
+class StellarRail(LocalRail):
     slug = "stellar"
     title = "Stellar (local Horizon)"
     network = NETWORK
-    assets: list[dict[str, Any]] = []  # testnet USDC is in the built-in registry
 
     def __init__(self, horizon: HorizonServer, wallet: StellarWallet) -> None:
-        self.horizon = horizon
-        self.wallet = wallet
+        self.horizon, self.wallet = horizon, wallet
         self.payer = dev_keypair("demo-payer")
-        self.network_settings: dict[str, Any] = {"rpc_urls": [horizon.url]}
-        self.accept: dict[str, Any] = {
-            "asset": "USDC",
-            "pay_to": dev_keypair("demo-shop").public_key,
-            "price": "0.05",
-        }
+        # Testnet USDC is in the built-in registry: no [[assets]] entry.
+        accept = {"asset": "USDC", "pay_to": dev_keypair("demo-shop").public_key, "price": "0.05"}
+        super().__init__(horizon.url, accept)
 
     def pay(self, accept: dict[str, Any]) -> str:
         code, _, issuer = str(accept["asset"]).partition(":")
         asset = Asset.native() if accept["asset"] == "native" else Asset(code, issuer)
-        op = Payment(accept["payTo"], asset, format_stroops(int(accept["amount"])))
+        op = Payment(accept["payTo"], asset, amount_text(int(accept["amount"])))
         memo = HashMemo(bytes.fromhex(accept["extra"]["memo"]))
         tx, _ = self.wallet.submit(self.payer, [op], memo=memo)
         return tx

@@ -22,12 +22,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytoniq_core import Address, CurrencyCollection, InternalMsgInfo, begin_cell
+from pytoniq_core.boc.address import AddressError
 from pytoniq_core.tlb.transaction import MessageAny
 
-from chains.ton.codec import OP_INTERNAL_TRANSFER, OP_TRANSFER_NOTIFICATION, normalize_address
 from devchain.ton_v3 import transaction_cell, transaction_v3
 
+# Op codes of the jetton standard (TEP-74): what the payee's wallet receives, what it tells
+# its owner.
+OP_INTERNAL_TRANSFER = 0x178D4519
+OP_TRANSFER_NOTIFICATION = 0x7362D09C
 EXIT_JETTON_UNAUTHORIZED = 707  # what a jetton wallet throws for a transfer it does not trust
+
+
+def raw_address(address: Any) -> str:
+    """``<workchain>:<64 lowercase hex>`` of a ``pytoniq_core.Address``, or of an address in the
+    raw or any user-friendly form (url-safe or standard base64); ``ValueError`` otherwise."""
+    try:
+        if not isinstance(address, Address):
+            address = Address(str(address).strip().replace("+", "-").replace("/", "_"))
+        hash_part = bytes(address.hash_part)
+    except (AddressError, ValueError, IndexError) as exc:
+        raise ValueError(f"{address!r} is not a TON address") from exc
+    if len(hash_part) != 32:
+        raise ValueError(f"{address!r} is not a TON address")
+    return f"{address.wc}:{hash_part.hex()}"
 
 
 def account_for(label: str, workchain: int = 0) -> str:
@@ -93,7 +111,7 @@ class TonLedger:
     def jetton_wallet(self, master: str, owner: str) -> str:
         """The wallet the jetton ``master`` derives for ``owner``: the registered one, if any,
         else the local master's deterministic derivation."""
-        key = (normalize_address(master), normalize_address(owner))
+        key = (raw_address(master), raw_address(owner))
         registered = self.wallets.get(key)
         if registered is not None:
             return registered
@@ -102,8 +120,8 @@ class TonLedger:
     def set_jetton_wallet(self, master: str, owner: str, wallet: str) -> None:
         """Register the wallet a real ``master`` derives for ``owner`` (its
         ``get_wallet_address`` answer, read elsewhere)."""
-        key = (normalize_address(master), normalize_address(owner))
-        self.wallets[key] = normalize_address(wallet)
+        key = (raw_address(master), raw_address(owner))
+        self.wallets[key] = raw_address(wallet)
 
     # -- payments --------------------------------------------------------------------------
 
@@ -184,7 +202,7 @@ class TonLedger:
         block. Return its hash (hex)."""
         with self._lock:
             hash_hex = bytes(cell.hash).hex()
-            account = normalize_address(str(v3["account"]))
+            account = raw_address(str(v3["account"]))
             self.mc_seqno += 1
             mc = None if pending else self.mc_seqno
             v3 = {**v3, "mc_block_seqno": mc}
@@ -226,24 +244,14 @@ class TonLedger:
         return MessageAny(info, None, body).serialize()
 
     def _record(
-        self,
-        account: str,
-        src: str,
-        value: int,
-        body: Any,
-        *,
-        bounced: bool = False,
-        aborted: bool = False,
-        pending: bool = False,
-        hidden: bool = False,
-        now: int | None = None,
-        notify: tuple[str, int, Any] | None = None,
+        self, account: str, src: str, value: int, body: Any, *, bounced: bool = False, **how: Any
     ) -> Recorded:
+        """``account`` receiving ``value`` nanotons with ``body`` from ``src``; ``how`` as for
+        ``_record_message``."""
+        now = how.pop("now", None)
         at = int(time.time()) if now is None else now
         msg = self._message(src, account, value, body, bounced, at)
-        return self._record_message(
-            account, msg, aborted=aborted, pending=pending, hidden=hidden, now=at, notify=notify
-        )
+        return self._record_message(account, msg, now=at, **how)
 
     def _record_message(
         self,

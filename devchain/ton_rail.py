@@ -9,39 +9,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from chains.ton.codec import normalize_address
-from devchain.ton_chain import TonLedger, account_for
+from devchain.rails import LocalRail
+from devchain.ton_chain import TonLedger, account_for, raw_address
 from devchain.toncenter import ToncenterServer
 
 NETWORK = "tvm:-3"
 MASTER = account_for("demo-usdt-master")
 
 
-@dataclass
-class TonRail:
-    server: ToncenterServer
-    payer: str
-    shop: str
-    slug: str = "ton"
-    title: str = "TON USDT-like jetton (local toncenter v3)"
-    network: str = NETWORK
-    network_settings: dict[str, Any] = field(default_factory=dict)
-    assets: list[dict[str, Any]] = field(default_factory=list)
-    accept: dict[str, Any] = field(default_factory=dict)
+class TonRail(LocalRail):
+    slug = "ton"
+    title = "TON USDT-like jetton (local toncenter v3)"
+    network = NETWORK
 
-    def __post_init__(self) -> None:
-        self.network_settings = {"rpc_urls": [self.server.url], "head_cache_seconds": 0.2}
-        self.assets = [{"network": NETWORK, "symbol": "USDT", "asset": MASTER, "decimals": 6}]
-        self.accept = {"asset": MASTER, "pay_to": self.shop, "price": "0.05"}
+    def __init__(self, server: ToncenterServer, payer: str, shop: str) -> None:
+        self.server, self.payer = server, payer
+        usdt = {"network": NETWORK, "symbol": "USDT", "asset": MASTER, "decimals": 6}
+        accept = {"asset": MASTER, "pay_to": shop, "price": "0.05"}
+        super().__init__(server.url, accept, [usdt], head_cache_seconds=0.2)
 
     def pay(self, accept: dict[str, Any]) -> str:
         """A jetton transfer to the payee with the memo as forward comment; returns a locator."""
-        payee = normalize_address(accept["payTo"])
+        payee = raw_address(accept["payTo"])
         self.server.ledger.pay_jetton(
-            normalize_address(accept["asset"]),
+            raw_address(accept["asset"]),
             self.payer,
             payee,
             int(accept["amount"]),

@@ -15,11 +15,22 @@ from typing import Any
 
 from pytoniq_core import HashMap, Slice, begin_cell
 
-from chains.ton.codec import comment_of
-
 SHARD = "8000000000000000"
 GAS_FEES = 3_308_000
 GAS_USED = 8_270
+
+
+def comment_text(body: Any) -> str | None:
+    """The text comment a message body carries (op 0, then snake UTF-8), as toncenter decodes
+    it; None for any other body."""
+    head = body.begin_parse()
+    if head.remaining_bits < 32 or head.load_uint(32) != 0:
+        return None
+    try:
+        text: str = head.load_snake_string()
+    except (ValueError, IndexError):  # not UTF-8, or cut short
+        return None
+    return text
 
 
 def _b64(raw: bytes) -> str:
@@ -96,7 +107,7 @@ def message_v3(msg_cell: Any) -> dict[str, Any]:
     body = msg.body
     head = body.begin_parse()
     opcode = f"0x{head.load_uint(32):08x}" if head.remaining_bits >= 32 else None
-    comment = comment_of(body)
+    comment = comment_text(body)
     decoded = None if comment is None else {"type": "text_comment", "comment": comment}
     return {
         "hash": _b64(msg_cell.hash),
@@ -122,6 +133,26 @@ def message_v3(msg_cell: Any) -> dict[str, Any]:
     }
 
 
+def compute_v3(compute: Any) -> dict[str, Any]:
+    """A parsed compute phase as toncenter v3 shows it."""
+    if not hasattr(compute, "success"):  # tr_phase_compute_skipped$0
+        return {"skipped": True, "reason": str(getattr(compute.reason, "type_", compute.reason))}
+    return {
+        "skipped": False,
+        "success": bool(compute.success),
+        "msg_state_used": bool(compute.msg_state_used),
+        "account_activated": bool(compute.account_activated),
+        "gas_fees": str(compute.gas_fees),
+        "gas_used": str(compute.gas_used),
+        "gas_limit": str(compute.gas_limit),
+        "mode": compute.mode,
+        "exit_code": compute.exit_code,
+        "vm_steps": compute.vm_steps,
+        "vm_init_state_hash": _b64(compute.vm_init_state_hash),
+        "vm_final_state_hash": _b64(compute.vm_final_state_hash),
+    }
+
+
 def _state(seed: str, balance: int) -> dict[str, Any]:
     digest = hashlib.sha256(seed.encode()).digest()
     return {
@@ -143,8 +174,6 @@ def transaction_v3(
     from pytoniq_core import Transaction
 
     tx = Transaction.deserialize(Slice.one_from_boc(cell.to_boc()))
-    compute = tx.description.compute_ph
-    success = bool(compute.success) and not tx.description.aborted
     return {
         "account": _upper(account),
         "hash": _b64(cell.hash),
@@ -165,20 +194,7 @@ def transaction_v3(
             "credit_first": bool(tx.description.credit_first),
             "storage_ph": {"storage_fees_collected": "1000", "status_change": "unchanged"},
             "credit_ph": {"credit": str(tx.description.credit_ph.credit.grams)},
-            "compute_ph": {
-                "skipped": False,
-                "success": success,
-                "msg_state_used": False,
-                "account_activated": False,
-                "gas_fees": str(compute.gas_fees),
-                "gas_used": str(compute.gas_used),
-                "gas_limit": str(compute.gas_limit),
-                "mode": compute.mode,
-                "exit_code": compute.exit_code,
-                "vm_steps": compute.vm_steps,
-                "vm_init_state_hash": _b64(compute.vm_init_state_hash),
-                "vm_final_state_hash": _b64(compute.vm_final_state_hash),
-            },
+            "compute_ph": compute_v3(tx.description.compute_ph),
         },
         "block_ref": {"workchain": 0, "shard": SHARD, "seqno": block},
         "in_msg": message_v3(in_msg),

@@ -16,40 +16,68 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from pytoniq_core import Address, Slice, begin_cell
 
-from chains.ton.codec import canonical_hash, normalize_address, raw_form
-from devchain.ton_chain import TonLedger
+from devchain.http_server import LocalHTTPServer, Reply, Request, json_reply
+from devchain.ton_chain import TonLedger, raw_address
 
 
-class ToncenterServer:
+def _hex_hash(ref: str) -> str | None:
+    """Lowercase hex of a 32-byte hash given as toncenter takes it (hex, base64 or base64url);
+    None if it is not one."""
+    text = ref.strip()
+    try:
+        if len(text) == 64:
+            raw = bytes.fromhex(text)
+        else:
+            raw = base64.urlsafe_b64decode(
+                text.replace("+", "-").replace("/", "_").rstrip("=") + "="
+            )
+    except ValueError:  # binascii.Error included
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+class ToncenterServer(LocalHTTPServer):
     """The server, on 127.0.0.1 and a free port, in a daemon thread."""
 
+    protocol_version = "HTTP/1.1"
+
     def __init__(self, ledger: TonLedger | None = None, masters: set[str] | None = None) -> None:
+        super().__init__()
         self.ledger = ledger or TonLedger()
         self.masters = set(masters or ())
         self.requests: list[str] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> ToncenterServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def handle(self, request: Request) -> Reply:
+        body: dict[str, Any] | None = None
+        if request.method == "POST":
+            try:
+                parsed = json.loads(request.body or b"{}")
+            except ValueError:
+                return _error(400, "bad json")
+            body = parsed if isinstance(parsed, dict) else {}
+        self.requests.append(request.path)
+        failure = self._take_failure()
+        if failure is not None:
+            return _error(failure, "injected failure")
+        query = {k: v[0] for k, v in request.query.items()}
+        try:
+            if request.path == "/api/v3/masterchainInfo":
+                return json_reply(200, self.masterchain_info())
+            if request.path == "/api/v3/transactions":
+                return json_reply(200, self.transactions(query))
+            if request.path == "/api/v3/transactionsByMessage":
+                return json_reply(200, self.transactions_by_message(query))
+            if request.path == "/api/v3/runGetMethod" and body is not None:
+                return json_reply(*self.run_get_method(body))
+        except (ValueError, KeyError, IndexError) as exc:
+            return _error(422, str(exc))
+        return _error(404, "not found")
 
     def fail_next(self, status: int, count: int = 1) -> None:
         with self._lock:
@@ -80,11 +108,11 @@ class ToncenterServer:
         ledger = self.ledger
         with ledger._lock:
             if "hash" in q:
-                key = canonical_hash(q["hash"])
+                key = _hex_hash(q["hash"])
                 rec = ledger.txs.get(key or "")
                 found = [rec] if rec is not None and not rec.hidden else []
             else:
-                account = normalize_address(q["account"])
+                account = raw_address(q["account"])
                 since = int(q.get("start_utime", 0))
                 found = [
                     r
@@ -99,75 +127,27 @@ class ToncenterServer:
 
     def transactions_by_message(self, q: dict[str, str]) -> dict[str, Any]:
         ledger = self.ledger
-        key = canonical_hash(q["msg_hash"])
+        key = _hex_hash(q["msg_hash"])
         outgoing = q.get("direction", "out") == "out"
         with ledger._lock:
             found = []
             for rec in ledger.txs.values():
                 msgs = rec.v3.get("out_msgs") or [] if outgoing else [rec.v3.get("in_msg") or {}]
-                if not rec.hidden and any(canonical_hash(m.get("hash", "")) == key for m in msgs):
+                if not rec.hidden and any(_hex_hash(m.get("hash", "")) == key for m in msgs):
                     found.append(json.loads(json.dumps(rec.v3)))
         return {"transactions": found[: int(q.get("limit", 10))], "address_book": {}}
 
     def run_get_method(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        master = normalize_address(str(body.get("address")))
+        master = raw_address(str(body.get("address")))
         if master not in self.masters or body.get("method") != "get_wallet_address":
             return 200, {"gas_used": 0, "exit_code": 11, "stack": []}
         arg = Slice.one_from_boc(base64.b64decode(body["stack"][0]["value"]))
-        owner = raw_form(arg.load_address())
+        owner = raw_address(arg.load_address())
         wallet = Address(self.ledger.jetton_wallet(master, owner))
         cell = begin_cell().store_address(wallet).end_cell()
         value = base64.b64encode(cell.to_boc()).decode()
         return 200, {"gas_used": 4_000, "exit_code": 0, "stack": [{"type": "cell", "value": value}]}
 
 
-def _handler(server: ToncenterServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: tests and the demo print what matters themselves."""
-
-        def _reply(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route(self, body: dict[str, Any] | None) -> None:
-            url = urlparse(self.path)
-            server.requests.append(url.path)
-            failure = server._take_failure()
-            if failure is not None:
-                self._reply(failure, {"error": "injected failure", "code": failure})
-                return
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            try:
-                if url.path == "/api/v3/masterchainInfo":
-                    self._reply(200, server.masterchain_info())
-                elif url.path == "/api/v3/transactions":
-                    self._reply(200, server.transactions(query))
-                elif url.path == "/api/v3/transactionsByMessage":
-                    self._reply(200, server.transactions_by_message(query))
-                elif url.path == "/api/v3/runGetMethod" and body is not None:
-                    self._reply(*server.run_get_method(body))
-                else:
-                    self._reply(404, {"error": "not found", "code": 404})
-            except (ValueError, KeyError, IndexError) as exc:
-                self._reply(422, {"error": str(exc), "code": 422})
-
-        def do_GET(self) -> None:
-            self._route(None)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", 0))
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                self._reply(400, {"error": "bad json", "code": 400})
-                return
-            self._route(body if isinstance(body, dict) else {})
-
-    return Handler
+def _error(status: int, message: str) -> Reply:
+    return json_reply(status, {"error": message, "code": status})

@@ -1,39 +1,34 @@
 """The conformance suite every chain adapter passes, through the real gate, Redis and worker.
 
 A chain family takes part by providing ``tests/harness_<family>.py`` with an async context
-manager ``harness(request: pytest.FixtureRequest)`` that yields a ``Harness``: a local chain
-(a real node, or real transactions served by a local server in the chain's real API shape) and
-a way to pay on it.
+manager ``harness(request: pytest.FixtureRequest)`` that yields a ``Harness`` subclass: a local
+chain (a real node, or real transactions served by a local server in the chain's real API shape)
+and a way to pay on it (``send``; ``pay`` fills in a ``Payment`` from the challenge).
 ``tests/test_conformance.py`` runs every case below against every harness it finds.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 from verifier.models import Accept
 
 
-class Harness(Protocol):
-    network: str  # CAIP-2 id the local chain serves
-    asset: str  # the asset offered (an id the registry knows, or "native")
-    symbol: str
-    decimals: int
-    pay_to: str  # the payee
-    stranger: str  # another valid account, not the payee
-    other_asset: str  # another asset the payer holds (for wrong_asset)
-    min_confirmations: int
+@dataclass(frozen=True)
+class Payment:
+    """What ``Harness.pay`` sends: the challenge's terms, but for what the test changed."""
 
-    def network_settings(self) -> dict[str, Any]:
-        """``[networks."<network>"]`` for the local chain (``rpc_urls`` …)."""
-        ...
+    amount: int  # base units
+    to: str
+    asset: str
+    memo: str | None  # the commitment to carry as the chain allows, None for none
+    fail: bool  # a transaction that is included but fails
 
-    def wrong_network(self) -> str:
-        """Another network id of the same family, which the local chain does not serve."""
-        ...
-
-    async def pay(
-        self,
+    @classmethod
+    def of(
+        cls,
         accept: Accept,
         *,
         amount: int | None = None,
@@ -41,33 +36,64 @@ class Harness(Protocol):
         to: str | None = None,
         asset: str | None = None,
         fail: bool = False,
-    ) -> str:
-        """Pay for ``accept`` on the local chain and return the transaction reference.
+    ) -> Payment:
+        """``memo``: carry the challenge's commitment as the chain allows; ``to``/``asset``:
+        pay someone or something else; ``fail``: a transaction that is included but fails."""
+        return cls(
+            amount=int(accept.amount) if amount is None else amount,
+            to=to or accept.pay_to,
+            asset=asset or accept.asset,
+            memo=accept.extra.memo if memo else None,
+            fail=fail,
+        )
 
-        ``memo``: carry the challenge's commitment as the chain allows; ``to``/``asset``:
-        pay someone or something else; ``fail``: a transaction that is included but fails.
-        The transaction must be final enough for ``min_confirmations`` when this returns.
-        """
-        ...
 
+class Harness(ABC):
+    network: str  # CAIP-2 id the local chain serves
+    asset: str  # the asset offered (an id the registry knows, or "native")
+    symbol: str
+    decimals: int
+    pay_to: str  # the payee
+    stranger: str  # another valid account, not the payee
+    other_asset: str  # another asset the payer holds (for wrong_asset)
+    min_confirmations: int = 1
+
+    async def pay(self, accept: Accept, **how: Any) -> str:
+        """Pay for ``accept`` on the local chain (``how``: what ``Payment.of`` changes) and
+        return the transaction reference. The transaction must be final enough for
+        ``min_confirmations`` when this returns."""
+        return await self.send(Payment.of(accept, **how))
+
+    @abstractmethod
+    async def send(self, payment: Payment) -> str:
+        """Make ``payment`` on the local chain, as ``pay`` does."""
+
+    @abstractmethod
+    def network_settings(self) -> dict[str, Any]:
+        """``[networks."<network>"]`` for the local chain (``rpc_urls`` …)."""
+
+    @abstractmethod
+    def wrong_network(self) -> str:
+        """Another network id of the same family, which the local chain does not serve."""
+
+    @abstractmethod
     def sign(self, accept: Accept, tx: str) -> str | None:
         """The payer's signature of the proof message for ``accept`` and ``tx`` (a payment
         made by ``pay``), in this chain's signature encoding; None where proofs on this chain
         cannot be bound by a signature."""
-        ...
 
+    @abstractmethod
     def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
         """Proof signatures that are malformed in this chain's signature encoding: garbage, the
         wrong length, and ``sign``'s signature with a scalar out of range."""
-        ...
 
+    @abstractmethod
     def unknown_tx(self) -> str:
         """A well-formed transaction reference that the chain does not know."""
-        ...
 
+    @abstractmethod
     def garbage_tx(self) -> str:
         """A transaction reference that is malformed for this chain."""
-        ...
 
 
 # The order of the ed25519 base point: a signature whose scalar s is not below it is malformed.

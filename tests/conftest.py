@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from devchain.redis_server import RedisNotFound, RedisServer
-from tests.support import KEY, SettingsFactory
+from devchain.redis_server import RedisServer
+from tests.support import KEY, SettingsFactory, started
 from verifier.settings import Settings
 
 pytest_plugins = ["tests.evm_fixtures"]
@@ -20,10 +20,7 @@ pytest_plugins = ["tests.evm_fixtures"]
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer().start()
-    except RedisNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
+    server = started(RedisServer())
     yield server
     server.stop()
 

@@ -11,13 +11,14 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, AnvilNotFound, DevChain
-from tests.support import SettingsFactory, connected_gate, running_worker
+from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain
+from tests import support
+from tests.conformance import Payment
+from tests.support import SettingsFactory, connected_gate, running_worker, started
 from verifier.challenge import proof_message
-from verifier.gate import Gate, Offer
-from verifier.models import Accept, Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
-from verifier.settings import AcceptSettings, Settings
-from verifier.wire import decode_payment_required, encode_json
+from verifier.gate import Gate
+from verifier.models import Accept
+from verifier.settings import Settings
 
 NETWORK = "eip155:31337"
 PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]
@@ -37,11 +38,7 @@ class EvmEnv:
 
 @pytest.fixture(scope="session")
 def evm() -> Iterator[EvmEnv]:
-    try:
-        node = Anvil()
-        node.start()
-    except AnvilNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
+    node = started(Anvil())
     chain = DevChain(node.url)
     token = chain.deploy_token()
     other = chain.deploy_token(name="Other Coin", symbol="OTH", decimals=6)
@@ -58,27 +55,14 @@ def evm_settings(make_settings: SettingsFactory, env: EvmEnv, **net: Any) -> Set
     )
 
 
-class Shop:
+class Shop(support.Shop):
     """A gate selling one resource on the local chain, as a web server would use it."""
 
     def __init__(self, gate: Gate, env: EvmEnv) -> None:
-        self.gate = gate
+        super().__init__(
+            gate, RESOURCE, network=NETWORK, asset="USDC", pay_to=PAYEE, amount=100_000
+        )
         self.env = env
-
-    def offers(self, **terms: Any) -> list[Offer]:
-        spec = {"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "amount": 100_000}
-        spec.update(terms)
-        return self.gate.offers([AcceptSettings(**spec)])
-
-    def offer(self, now: float | None = None, **terms: Any) -> tuple[Accept, list[Offer]]:
-        offers = self.offers(**terms)
-        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers, now=now)
-        return decode_payment_required(encode_json(required)).accepts[0], offers
-
-    @staticmethod
-    def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
-        return encode_json(PaymentPayload(accepted=accept, payload=body))
 
     @staticmethod
     def sign(accept: Accept, tx: str, key: str = PAYER_KEY) -> str:
@@ -87,25 +71,26 @@ class Shop:
         return "0x" + bytes(signed.signature).hex()
 
     def pay(
-        self,
-        accept: Accept,
-        amount: int | None = None,
-        *,
-        memo: bool = True,
-        token: str | None = None,
-        to: str | None = None,
+        self, accept: Accept, amount: int | None = None, *, token: str | None = None, **how: Any
     ) -> str:
-        suffix = bytes.fromhex(accept.extra.memo) if memo else b""
-        return self.env.chain.token_transfer(
-            token or self.env.token,
-            PAYER,
-            to or accept.pay_to,
-            int(accept.amount) if amount is None else amount,
-            suffix=suffix,
+        """The test token to the payee with the commitment, unless ``how`` (``memo``, ``to``)
+        or ``token`` say otherwise."""
+        return send(
+            self.env, Payment.of(accept, amount=amount, asset=token or self.env.token, **how)
         )
 
-    async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
+
+def send(env: EvmEnv, payment: Payment) -> str:
+    """An ERC-20 ``transfer`` with the commitment as a calldata suffix; a failing one comes from
+    an account that holds no tokens, with the gas given so that it is mined (and reverts)."""
+    return env.chain.token_transfer(
+        payment.asset,
+        ANVIL_ACCOUNTS[8] if payment.fail else PAYER,
+        payment.to,
+        payment.amount,
+        suffix=bytes.fromhex(payment.memo) if payment.memo else b"",
+        gas=200_000 if payment.fail else None,
+    )
 
 
 @pytest.fixture

@@ -9,25 +9,24 @@ from typing import Any
 import pytest
 
 from devchain.anvil import ANVIL_ACCOUNTS
-from tests.evm_fixtures import NETWORK, PAYER, EvmEnv, Shop
+from tests.conformance import Harness, Payment
+from tests.evm_fixtures import NETWORK, EvmEnv, Shop, send
 from verifier.models import Accept
 
 # The order n of secp256k1: a signature with r or s not below it is malformed.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
-class EvmHarness:
+class EvmHarness(Harness):
     network = NETWORK
     symbol = "USDC"
     decimals = 6
-    min_confirmations = 1
+    pay_to = ANVIL_ACCOUNTS[6]
+    stranger = ANVIL_ACCOUNTS[7]
 
     def __init__(self, env: EvmEnv) -> None:
         self.env = env
-        self.asset = env.token
-        self.other_asset = env.other_token
-        self.pay_to = ANVIL_ACCOUNTS[6]
-        self.stranger = ANVIL_ACCOUNTS[7]
+        self.asset, self.other_asset = env.token, env.other_token
 
     def network_settings(self) -> dict[str, Any]:
         return {"rpc_urls": [self.env.anvil.url], "head_cache_seconds": 0}
@@ -35,27 +34,8 @@ class EvmHarness:
     def wrong_network(self) -> str:
         return "eip155:8453"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        suffix = bytes.fromhex(accept.extra.memo) if memo else b""
-        value = int(accept.amount) if amount is None else amount
-        sender = ANVIL_ACCOUNTS[8] if fail else PAYER  # account 8 holds no tokens: reverts
-        return self.env.chain.token_transfer(
-            asset or self.asset,
-            sender,
-            to or accept.pay_to,
-            value,
-            suffix=suffix,
-            gas=200_000 if fail else None,
-        )
+    async def send(self, payment: Payment) -> str:
+        return send(self.env, payment)
 
     def sign(self, accept: Accept, tx: str) -> str:
         return Shop.sign(accept, tx)

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from stellar_sdk import Asset, HashMemo, Keypair, Network, Payment
+from stellar_sdk import Asset, HashMemo, Keypair, Network
+from stellar_sdk import Payment as PaymentOp
 
-from chains.stellar.horizon import format_stroops
 from devchain.horizon import HorizonServer
-from devchain.stellar_ledger import StellarLedger
+from devchain.stellar_ledger import StellarLedger, amount_text
 from devchain.stellar_wallet import StellarWallet, dev_keypair
-from tests.conformance import ed25519_high_s
+from tests.conformance import Harness, Payment, ed25519_high_s
 from verifier.challenge import proof_message
 from verifier.models import Accept
 
@@ -46,23 +46,15 @@ class StellarEnv:
     def memo(self, accept: Accept) -> HashMemo:
         return HashMemo(bytes.fromhex(accept.extra.memo))
 
-    def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-        source: Keypair = PAYER,
-    ) -> str:
-        value = int(accept.amount) if amount is None else amount
-        op = Payment(to or accept.pay_to, sdk_asset(asset or accept.asset), format_stroops(value))
-        tx, _ = self.wallet.submit(
-            source, [op], memo=self.memo(accept) if memo else None, success=not fail
-        )
+    def send(self, payment: Payment, source: Keypair = PAYER) -> str:
+        op = PaymentOp(payment.to, sdk_asset(payment.asset), amount_text(payment.amount))
+        memo = HashMemo(bytes.fromhex(payment.memo)) if payment.memo else None
+        tx, _ = self.wallet.submit(source, [op], memo=memo, success=not payment.fail)
         return tx
+
+    def pay(self, accept: Accept, *, source: Keypair = PAYER, **how: Any) -> str:
+        """Pay for ``accept`` from ``source`` (``how``: what ``Payment.of`` changes)."""
+        return self.send(Payment.of(accept, **how), source)
 
 
 @contextlib.contextmanager
@@ -75,12 +67,11 @@ def stellar_env() -> Iterator[StellarEnv]:
         env.horizon.stop()
 
 
-class StellarHarness:
+class StellarHarness(Harness):
     network = NETWORK
     asset = USDC
     symbol = "USDC"
     decimals = 7
-    min_confirmations = 1
     pay_to = PAYEE
     stranger = STRANGER
     other_asset = FAKE_USDC
@@ -94,17 +85,8 @@ class StellarHarness:
     def wrong_network(self) -> str:
         return "stellar:pubnet"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        return self.env.pay(accept, amount=amount, memo=memo, to=to, asset=asset, fail=fail)
+    async def send(self, payment: Payment) -> str:
+        return self.env.send(payment)
 
     def sign(self, accept: Accept, tx: str) -> str:
         return PAYER.sign(proof_message(NETWORK, accept.extra.nonce, tx)).hex()

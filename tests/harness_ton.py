@@ -17,6 +17,7 @@ from pytoniq_core import Address
 from chains.ton.codec import normalize_address
 from devchain.ton_chain import TonLedger, account_for
 from devchain.toncenter import ToncenterServer
+from tests.conformance import Harness, Payment
 from verifier.assets import NATIVE
 from verifier.models import Accept
 
@@ -62,11 +63,10 @@ def ton_env() -> Iterator[TonEnv]:
         server.stop()
 
 
-class TonHarness:
+class TonHarness(Harness):
     network = NETWORK
     symbol = "JUSD"
     decimals = 6
-    min_confirmations = 1
     other_asset = NATIVE
 
     def __init__(self, env: TonEnv) -> None:
@@ -81,24 +81,14 @@ class TonHarness:
     def wrong_network(self) -> str:
         return "tvm:-239"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        value = int(accept.amount) if amount is None else amount
-        comment = accept.extra.memo if memo else None
-        dst = normalize_address(to or accept.pay_to)
-        paid = asset or accept.asset
-        if paid == NATIVE:
-            return self.env.ledger.pay_ton(PAYER, dst, value, comment, aborted=fail)
-        master = normalize_address(paid)
-        wallet_tx, _ = self.env.ledger.pay_jetton(master, PAYER, dst, value, comment, aborted=fail)
+    async def send(self, payment: Payment) -> str:
+        ledger, dst = self.env.ledger, normalize_address(payment.to)
+        if payment.asset == NATIVE:
+            return ledger.pay_ton(PAYER, dst, payment.amount, payment.memo, aborted=payment.fail)
+        master = normalize_address(payment.asset)
+        wallet_tx, _ = ledger.pay_jetton(
+            master, PAYER, dst, payment.amount, payment.memo, aborted=payment.fail
+        )
         return wallet_tx
 
     def sign(self, accept: Accept, tx: str) -> None:

@@ -10,59 +10,30 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+
+from devchain.http_server import LocalHTTPServer, Reply, Request
 
 
-class RpcProxy:
+class RpcProxy(LocalHTTPServer):
+    methods = ("POST",)
+
     def __init__(self, upstream: str) -> None:
+        super().__init__()
         self.upstream = upstream
         self.status: int | None = None  # answer every request with this status instead
         self.delay = 0.0
         self.requests = 0
         self.seen = threading.Event()  # set when a request arrives
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                proxy.requests += 1
-                proxy.seen.set()
-                if proxy.delay:
-                    time.sleep(proxy.delay)
-                if proxy.status is not None:
-                    self.send_response(proxy.status)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                    return
-                req = urllib.request.Request(
-                    proxy.upstream, data=body, headers={"content-type": "application/json"}
-                )
-                with urllib.request.urlopen(req, timeout=30) as reply:
-                    data = reply.read()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> RpcProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def handle(self, request: Request) -> Reply:
+        self.requests += 1
+        self.seen.set()
+        if self.delay:
+            time.sleep(self.delay)
+        if self.status is not None:
+            return Reply(self.status)
+        forward = urllib.request.Request(
+            self.upstream, data=request.body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(forward, timeout=30) as reply:
+            return Reply(200, reply.read(), "application/json")

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: an in-process worker, a connected gate, an HTTP server."""
+"""Helpers shared by the tests: an in-process worker, a connected gate, a shop selling through
+it, an HTTP server."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 import uvicorn
 
-from devchain.redis_server import free_port
-from verifier.gate import Gate
-from verifier.settings import Settings
+from devchain.service import NotInstalled, Service, free_port
+from verifier.gate import Gate, Offer
+from verifier.models import Accept, Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
+from verifier.settings import AcceptSettings, Settings
+from verifier.wire import decode_payment_required, encode_json
 from verifier.worker import make_worker
 
 KEY = "test-key-0123456789abcdef0123456789abcdef"
@@ -20,6 +24,16 @@ KEY = "test-key-0123456789abcdef0123456789abcdef"
 # repository so that a fresh clone tests its parsers and servers against them.
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 SettingsFactory = Callable[..., Settings]
+S = TypeVar("S", bound=Service)
+
+
+def started(service: S) -> S:
+    """``service.start()``; a binary that is not installed fails the test with the message that
+    says how to install it, not with a traceback."""
+    try:
+        return service.start()
+    except NotInstalled as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @contextlib.asynccontextmanager
@@ -49,6 +63,33 @@ async def connected_gate(settings: Settings) -> AsyncIterator[Gate]:
         yield gate
     finally:
         await gate.close()
+
+
+class Shop:
+    """A gate selling one resource, as a web server would use it: offers on the shop's terms
+    (``terms``, changed per call), challenges, proofs, and their settlement."""
+
+    def __init__(self, gate: Gate, resource: str, **terms: Any) -> None:
+        self.gate = gate
+        self.resource = resource
+        self.terms = terms
+
+    def offers(self, **terms: Any) -> list[Offer]:
+        return self.gate.offers([AcceptSettings(**{**self.terms, **terms})])
+
+    def offer(self, now: float | None = None, **terms: Any) -> tuple[Accept, list[Offer]]:
+        """The Accept a client reads from the 402 (decoded from the wire), and the offers."""
+        offers = self.offers(**terms)
+        required = self.gate.challenge(ResourceInfo(url=self.resource), offers, now=now)
+        return decode_payment_required(encode_json(required)).accepts[0], offers
+
+    @staticmethod
+    def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
+        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
+        return encode_json(PaymentPayload(accepted=accept, payload=body))
+
+    async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
+        return await self.gate.settle(header, resource=self.resource, offers=offers, timeout=wait)
 
 
 @contextlib.asynccontextmanager

@@ -1,15 +1,24 @@
-"""The dev chain toolkit on a real anvil: the test contracts do what the verifier tests need."""
+"""The dev chain toolkit: on a real anvil, the test contracts do what the verifier tests need;
+the local HTTP servers' base stays quiet when a client goes away."""
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
+import threading
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
-from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, AnvilNotFound, DevChain, RpcError
+from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain, RpcError
+from devchain.http_server import LocalHTTPServer, Reply, Request
+from tests.support import started
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 MAGIC, INVALID = bytes.fromhex("1626ba7e"), bytes.fromhex("ffffffff")
@@ -19,11 +28,7 @@ OWNER, OWNER_KEY = ANVIL_ACCOUNTS[8], ANVIL_KEYS[8]
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[DevChain]:
-    try:
-        node = Anvil().start()
-    except AnvilNotFound as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with node, DevChain(node.url) as client:
+    with started(Anvil()) as node, DevChain(node.url) as client:
         yield client
 
 
@@ -131,3 +136,44 @@ def test_wallet_execute_moves_its_tokens(chain: DevChain, token: str) -> None:
     too_much = bytes.fromhex("a9059cbb") + encode(["address", "uint256"], [CAROL, 10**9])
     with pytest.raises(RpcError, match="insufficient balance"):  # the revert bubbles up
         chain.wallet_execute(wallet, OWNER, token, 0, too_much)
+
+
+class Slow(LocalHTTPServer):
+    """Answers a large body, but only once the test says the client has gone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone = threading.Event()
+
+    def handle(self, request: Request) -> Reply:
+        if request.path == "/slow":
+            self.gone.wait(10)
+        return Reply(200, b"x" * 8_000_000, "text/plain")
+
+
+def test_a_client_that_goes_away_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    with Slow() as server:
+        # Instrumented from outside: what the write failed with, and when the exchange ended.
+        errors: list[BaseException | None] = []
+        done = threading.Event()
+        http = server._http
+        handle_error, shutdown = http.handle_error, http.shutdown_request
+
+        def record(request: Any, address: Any) -> None:
+            errors.append(sys.exception())
+            handle_error(request, address)
+
+        def finished(request: Any) -> None:
+            shutdown(request)
+            done.set()
+
+        http.handle_error, http.shutdown_request = record, finished  # type: ignore[method-assign]
+        client = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+        client.sendall(b"GET /slow HTTP/1.0\r\n\r\n")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, as a killed process or a timed-out client leaves
+        server.gone.set()
+        assert done.wait(10)
+        assert len(errors) == 1 and isinstance(errors[0], ConnectionError)
+        assert httpx.get(server.url + "/again").status_code == 200  # still serving
+    assert "Traceback" not in capfd.readouterr().err

@@ -191,28 +191,19 @@ async def test_null_fee_bump_fields_are_read_as_absent(pubnet: StellarAdapter) -
 
 
 async def test_a_root_answering_404_does_not_stop_the_worker() -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from chains.stellar import StellarAdapter
+    from devchain.http_server import LocalHTTPServer, Reply, Request
     from verifier.settings import NetworkSettings
 
-    class NotFound(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(404)
-            self.send_header("content-length", "0")
-            self.end_headers()
+    class NotFound(LocalHTTPServer):
+        methods = ("GET",)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+        def handle(self, request: Request) -> Reply:
+            return Reply(404)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    adapter = StellarAdapter.create("stellar:testnet", NetworkSettings(rpc_urls=[url]))
-    try:
-        await adapter.start()  # logged and pinned on first use, like a Horizon that is down
-    finally:
-        await adapter.close()
-        server.shutdown()
-        server.server_close()
+    with NotFound() as server:
+        adapter = StellarAdapter.create("stellar:testnet", NetworkSettings(rpc_urls=[server.url]))
+        try:
+            await adapter.start()  # logged and pinned on first use, like a Horizon that is down
+        finally:
+            await adapter.close()

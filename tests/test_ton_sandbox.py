@@ -28,7 +28,7 @@ from pytoniq_core import Cell, HashMap, Transaction
 from chains.ton import TONAdapter
 from chains.ton.codec import OP_TRANSFER_NOTIFICATION, comment_of, jetton_message, normalize_address
 from devchain.ton_chain import TonLedger
-from devchain.ton_v3 import SHARD, message_v3
+from devchain.ton_v3 import SHARD, compute_v3, message_v3
 from devchain.toncenter import ToncenterServer
 from verifier.adapter import Observation, Query
 from verifier.assets import NATIVE
@@ -68,25 +68,6 @@ def _upper(address: str) -> str:
     return f"{wc}:{hex_part.upper()}"
 
 
-def _compute_v3(compute: Any) -> dict[str, Any]:
-    if not hasattr(compute, "success"):  # tr_phase_compute_skipped$0
-        return {"skipped": True, "reason": str(getattr(compute.reason, "type_", compute.reason))}
-    return {
-        "skipped": False,
-        "success": bool(compute.success),
-        "msg_state_used": bool(compute.msg_state_used),
-        "account_activated": bool(compute.account_activated),
-        "gas_fees": str(compute.gas_fees),
-        "gas_used": str(compute.gas_used),
-        "gas_limit": str(compute.gas_limit),
-        "mode": compute.mode,
-        "exit_code": compute.exit_code,
-        "vm_steps": compute.vm_steps,
-        "vm_init_state_hash": _b64(compute.vm_init_state_hash),
-        "vm_final_state_hash": _b64(compute.vm_final_state_hash),
-    }
-
-
 def out_cells(cell: Any) -> list[Any]:
     """The outbound message cells of a transaction cell, in order (``out_msgs:(HashmapE 15
     ^(Message Any))`` after the optional in_msg reference)."""
@@ -122,7 +103,7 @@ def toncenter_v3(cell: Any, tx: Any, account: str) -> dict[str, Any]:
             "aborted": bool(descr.aborted),
             "destroyed": bool(descr.destroyed),
             "credit_first": bool(descr.credit_first),
-            "compute_ph": _compute_v3(descr.compute_ph),
+            "compute_ph": compute_v3(descr.compute_ph),
         },
         "block_ref": {"workchain": 0, "shard": SHARD, "seqno": 1},
         "in_msg": message_v3(in_msg),

@@ -1,4 +1,4 @@
-"""``x402-verifier``: gate | worker | demo | verify | doctor | bench.
+"""``x402-verifier``: gate | worker | verify | doctor.
 
 Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start.
 """
@@ -36,28 +36,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     run_worker(_settings(args))
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from devchain.demo import run_demo
-    except ImportError as exc:
-        print(f"the demo needs the dev extras: pip install -e '.[dev]' ({exc})", file=sys.stderr)
-        return 2
-    code: int = run_demo(workers=args.workers)
-    return code
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from devchain.bench import run_bench
-    except ImportError as exc:
-        print(
-            f"the benchmark needs the dev extras: pip install -e '.[dev]' ({exc})", file=sys.stderr
-        )
-        return 2
-    code: int = run_bench(quick=args.quick, out=args.out)
-    return code
 
 
 async def _verify(settings: Settings, header: str, resource: str) -> int:
@@ -149,18 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--port", type=int)
     gate.set_defaults(run=cmd_gate)
     command("worker", "run a verification worker (arq)").set_defaults(run=cmd_worker)
-    demo = sub.add_parser("demo", help="local end-to-end demo (Redis, anvil, gate, workers)")
-    demo.add_argument("--workers", type=int, default=2)
-    demo.set_defaults(run=cmd_demo)
     verify = command("verify", "verify one proof header against the chain, without claiming it")
     verify.add_argument("proof", help="the PAYMENT-SIGNATURE header value")
     verify.add_argument("--resource", required=True, help="the resource URL the proof pays for")
     verify.set_defaults(run=cmd_verify)
     command("doctor", "check Redis and every configured network").set_defaults(run=cmd_doctor)
-    bench = sub.add_parser("bench", help="measure throughput, latency and memory (make bench)")
-    bench.add_argument("--quick", action="store_true", help="a smaller run (about 20 s)")
-    bench.add_argument("--out", default="bench/results.json", help="where to write the figures")
-    bench.set_defaults(run=cmd_bench)
     return parser
 
 
