@@ -31,10 +31,15 @@ from eth_account.messages import encode_defunct
 from eth_keys.exceptions import BadSignature
 from eth_utils import is_checksum_address, keccak
 
-from chains.jsonrpc import JsonRpcClient, RpcError, SharedReads
+from chains.base import RpcAdapter, SharedReads
+from chains.endpoints import Endpoints
+from chains.http import Transport
+from chains.jsonrpc import JsonRpcClient, RpcError
 from verifier.adapter import (
+    NATIVE,
     Finality,
     InvalidProof,
+    NetworkSettings,
     NotFinal,
     Observation,
     Query,
@@ -43,8 +48,6 @@ from verifier.adapter import (
     TxNotFound,
     WrongChain,
 )
-from verifier.assets import NATIVE
-from verifier.settings import NetworkSettings
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 EIP1271_MAGIC = bytes.fromhex("1626ba7e")
@@ -130,55 +133,28 @@ def transfers_from_logs(logs: list[RpcLog]) -> list[Transfer]:
     return found
 
 
-class EVMAdapter:
+class EVMAdapter(RpcAdapter[JsonRpcClient]):
     """Adapter for one EVM network, over JSON-RPC."""
 
     namespace: ClassVar[str] = "eip155"
+    network_pattern = re.compile(r"eip155:([0-9]+)")
+    network_form = "eip155:<chain id>"
 
-    def __init__(self, network: str, config: NetworkSettings) -> None:
-        namespace, _, reference = network.partition(":")
-        if namespace != self.namespace or not reference.isdigit():
-            raise ValueError(f"{network} is not an eip155 network")
-        self.network = network
-        self.chain_id = int(reference)
-        self.config = config
-        self.rpc: JsonRpcClient | None = None
-        self._heads: SharedReads[int] = SharedReads(config.head_cache_seconds)
+    def __init__(
+        self, network: str, config: NetworkSettings, *, transport: Transport | None = None
+    ) -> None:
+        super().__init__(network, config, transport=transport)
+        self.chain_id = int(self.reference)
         self._blocks: SharedReads[RpcBlock | None] = SharedReads(config.head_cache_seconds)
 
-    @classmethod
-    def create(cls, network: str, config: NetworkSettings) -> EVMAdapter:
-        return cls(network, config)
+    def open_api(self, endpoints: Endpoints, transport: Transport) -> JsonRpcClient:
+        return JsonRpcClient(endpoints, transport)
 
-    async def start(self) -> None:
-        """Pin every reachable endpoint to the configured chain id; refuse to start on a mismatch.
-
-        An endpoint that does not answer now is pinned on its first use instead.
-        """
-        if self.rpc is None:
-            self.rpc = JsonRpcClient(
-                self.config.rpc_urls, timeout=self.config.rpc_timeout, pin=self._pin
-            )
-        try:
-            await self.rpc.endpoints.pin_all(self.network)
-        except WrongChain:
-            await self.close()
-            raise
-
-    async def _pin(self, url: str) -> None:
-        served = _int(await self._client().call_url(url, "eth_chainId", []), "eth_chainId")
+    async def pin(self, url: str) -> None:
+        """The URL must answer ``eth_chainId`` with the configured chain id."""
+        served = _int(await self.api.call_url(url, "eth_chainId", []), "eth_chainId")
         if served != self.chain_id:
             raise WrongChain(f"{url} serves chain {served}, configured {self.network}")
-
-    async def close(self) -> None:
-        if self.rpc is not None:
-            await self.rpc.aclose()
-            self.rpc = None
-
-    def _client(self) -> JsonRpcClient:
-        if self.rpc is None:
-            raise RpcUnavailable(f"{self.network} adapter is not started")
-        return self.rpc
 
     # -- normalization -------------------------------------------------------------------
 
@@ -201,22 +177,16 @@ class EVMAdapter:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def _head(self) -> int:
-        async def fetch() -> int:
-            return _int(await self._client().call("eth_blockNumber", []), "eth_blockNumber")
-
-        return await self._heads.get("latest", fetch)
-
-    async def _tag_number(self, tag: str) -> int:
-        async def fetch() -> int:
-            block = await self._client().call("eth_getBlockByNumber", [tag, False])
-            return -1 if block is None else _int(block.get("number"), "block number")
-
-        return await self._heads.get(tag, fetch)
+    async def read_head(self, key: str) -> int:
+        """``latest``: the head block number; a tag (``safe``, ``finalized``): its number or -1."""
+        if key == "latest":
+            return _int(await self.api.call("eth_blockNumber", []), "eth_blockNumber")
+        block = await self.api.call("eth_getBlockByNumber", [key, False])
+        return -1 if block is None else _int(block.get("number"), "block number")
 
     async def _block(self, number: int) -> RpcBlock | None:
         async def fetch() -> RpcBlock | None:
-            block: RpcBlock | None = await self._client().call(
+            block: RpcBlock | None = await self.api.call(
                 "eth_getBlockByNumber", [hex(number), False]
             )
             return block
@@ -226,7 +196,7 @@ class EVMAdapter:
     async def observe(self, query: Query) -> Observation:
         tx: RpcTransaction | None
         receipt: RpcReceipt | None
-        tx, receipt = await self._client().batch(
+        tx, receipt = await self.api.batch(
             [
                 ("eth_getTransactionByHash", [query.txid]),
                 ("eth_getTransactionReceipt", [query.txid]),
@@ -237,19 +207,14 @@ class EVMAdapter:
         if receipt is None or receipt.get("blockNumber") is None:
             raise NotFinal(f"{query.txid} is not in a block yet")
         number = _int(receipt.get("blockNumber"), "receipt blockNumber")
-        head = await self._head()
-        if head < number:  # the shared head predates this block: read it again
-            self._heads.forget("latest")
-            head = await self._head()
+        head = await self.head("latest", at_least=number)
         block = await self._block(number)
         if block is None or block.get("hash") != receipt.get("blockHash"):
             self._blocks.forget(number)
             raise TxNotFound(f"block {number} of {query.txid} is no longer canonical")
         confirmations = max(0, head - number + 1)
         finality = Finality.CONFIRMED
-        if self.config.finality != "latest" and number > await self._tag_number(
-            self.config.finality
-        ):
+        if self.config.finality != "latest" and number > await self.head(self.config.finality):
             finality = Finality.PENDING
 
         chain_id = tx.get("chainId")
@@ -280,13 +245,13 @@ class EVMAdapter:
             return False
         if recover_personal(message, sig) == account:
             return True
-        code = await self._client().call("eth_getCode", [account, "latest"])
+        code = await self.api.call("eth_getCode", [account, "latest"])
         if not isinstance(code, str) or code in ("0x", "0x0"):
             return False
         digest = eip191_hash(message)
         data = _SELECTOR_1271 + abi_encode(["bytes32", "bytes"], [digest, sig])
         try:
-            result = await self._client().call(
+            result = await self.api.call(
                 "eth_call", [{"to": account, "data": "0x" + data.hex()}, "latest"]
             )
         except RpcError as exc:
