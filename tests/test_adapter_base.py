@@ -1,4 +1,5 @@
-"""The adapter base, through a complete small adapter for a made-up chain; and what chains/ imports.
+"""The adapter base, through a complete small adapter for a made-up chain; what chains/ imports
+from the core; and that the family extras install nothing chains/ does not import.
 
 ``ToyAdapter`` is what a new family over a REST API costs on ``chains.base.RpcAdapter``: the
 network pin, the head read and ``observe``; the rest (start, failover, pinning on first use,
@@ -12,6 +13,8 @@ import ast
 import asyncio
 import json
 import re
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -197,3 +200,23 @@ def test_chains_import_only_the_public_face_of_the_core() -> None:
             if module != "verifier.adapter" or not set(names) <= set(face.__all__):
                 past.setdefault(str(path.relative_to(CHAINS)), []).append(module)
     assert not past, past
+
+
+def test_every_family_extra_installs_only_what_chains_import() -> None:
+    extras = tomllib.loads((CHAINS.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    imported = {
+        module.split(".")[0] for path in CHAINS.rglob("*.py") for module, _ in imports(path)
+    }
+    providers: dict[str, set[str]] = {}  # distribution -> its top-level modules
+    for module, dists in packages_distributions().items():
+        for dist in dists:
+            providers.setdefault(re.sub(r"[-_.]+", "-", dist).lower(), set()).add(module)
+    unused = {}
+    for extra in ("evm", "solana", "stellar", "ton"):
+        for requirement in extras[extra]:
+            dist = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement)[0]).lower()
+            if not providers.get(dist, set()) & imported:
+                unused[dist] = extra
+    assert not unused, unused
