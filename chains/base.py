@@ -23,7 +23,6 @@ A new family over JSON-RPC is then about this much (the built-in ``EVMAdapter`` 
     class CosmosAdapter(RpcAdapter[RestClient]):
         namespace = "cosmos"
         network_pattern = re.compile(r"cosmos:([a-z0-9-]{1,32})")
-        network_form = "cosmos:<chain id>"
 
         def open_api(self, endpoints, transport):
             return RestClient(endpoints, transport, not_found=TxNotFound)
@@ -56,12 +55,21 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, Self, TypeVar
 
 from chains.endpoints import Endpoints
 from chains.http import AiohttpTransport, Transport
-from verifier.adapter import RpcUnavailable, WrongChain
+from verifier.adapter import InvalidProof, RpcUnavailable, WrongChain
 
 if TYPE_CHECKING:
     from verifier.adapter import NetworkSettings
 
 T = TypeVar("T")
+
+
+def lowercase_txid(tx_ref: str, pattern: re.Pattern[str], shape: str) -> str:
+    """``tx_ref`` stripped and in lower case when it matches ``pattern`` (a hex hash), else
+    ``InvalidProof`` saying what it should look like (``shape``)."""
+    ref = tx_ref.strip()
+    if not pattern.fullmatch(ref):
+        raise InvalidProof(shape)
+    return ref.lower()
 
 
 class SharedReads(Generic[T]):
@@ -122,15 +130,14 @@ class RpcAdapter(Generic[A]):
     namespace: ClassVar[str]
     #: The whole CAIP-2 id this family serves; group 1 is the reference (a chain id, a hash).
     network_pattern: ClassVar[re.Pattern[str]]
-    #: How a network id of this family looks, for the error on any other.
-    network_form: ClassVar[str]
 
     def __init__(
         self, network: str, config: NetworkSettings, *, transport: Transport | None = None
     ) -> None:
         m = self.network_pattern.fullmatch(network)
         if m is None:
-            raise ValueError(f"{network} is not a {self.namespace} network ({self.network_form})")
+            pattern = self.network_pattern.pattern
+            raise ValueError(f"{network} is not a {self.namespace} network (expected {pattern})")
         self.network = network
         self.reference = m.group(1)
         self.config = config

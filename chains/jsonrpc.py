@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from chains.base import RpcAdapter
 from chains.endpoints import Endpoints
 from chains.http import HttpApi, HttpRequest, Transport
 from verifier.adapter import RpcUnavailable
@@ -86,3 +87,11 @@ class JsonRpcClient(HttpApi):
                 raise RpcUnavailable(f"{method}: reply has no result")
             results.append(reply["result"])
         return results
+
+
+class JsonRpcAdapter(RpcAdapter[JsonRpcClient]):
+    """``chains.base.RpcAdapter`` over JSON-RPC (EVM, Solana): ``self.api`` is a
+    ``JsonRpcClient``."""
+
+    def open_api(self, endpoints: Endpoints, transport: Transport) -> JsonRpcClient:
+        return JsonRpcClient(endpoints, transport)

@@ -21,23 +21,11 @@ from typing import Any, ClassVar
 import pytest
 
 import verifier.adapter as face
-from chains.base import RpcAdapter
+from chains.base import RpcAdapter, lowercase_txid
 from chains.endpoints import Endpoints
 from chains.http import HttpReply, HttpRequest, Transport
 from chains.rest import RestClient
-from verifier.adapter import (
-    NATIVE,
-    ChainAdapter,
-    Finality,
-    InvalidProof,
-    NetworkSettings,
-    Observation,
-    Query,
-    RpcUnavailable,
-    Transfer,
-    TxNotFound,
-    WrongChain,
-)
+from verifier.adapter import NATIVE, Finality, NetworkSettings, Observation, Query, Transfer
 
 CHAINS = Path(__file__).resolve().parent.parent / "chains"
 
@@ -45,23 +33,20 @@ CHAINS = Path(__file__).resolve().parent.parent / "chains"
 class ToyAdapter(RpcAdapter[RestClient]):
     namespace: ClassVar[str] = "toy"
     network_pattern = re.compile(r"toy:([a-z]+)")
-    network_form = "toy:<name>"
 
     def open_api(self, endpoints: Endpoints, transport: Transport) -> RestClient:
-        return RestClient(endpoints, transport, not_found=TxNotFound)
+        return RestClient(endpoints, transport, not_found=face.TxNotFound)
 
     async def pin(self, url: str) -> None:
         served = (await self.api.request_url(url, "/info")).get("chain")
         if served != self.reference:
-            raise WrongChain(f"{url} serves {served!r}, configured {self.network}")
+            raise face.WrongChain(f"{url} serves {served!r}, configured {self.network}")
 
     async def read_head(self, key: str) -> int:
         return int((await self.api.request("/head"))["height"])
 
     def canonical_txid(self, tx_ref: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{8}", tx_ref.strip().lower()):
-            raise InvalidProof("a toy transaction id is 8 hex digits")
-        return tx_ref.strip().lower()
+        return lowercase_txid(tx_ref, re.compile("[0-9a-fA-F]{8}"), "a toy id is 8 hex digits")
 
     def normalize_address(self, address: str) -> str:
         return address.strip().lower()
@@ -127,15 +112,15 @@ def toy(node: ToyNode, *urls: str, **config: Any) -> ToyAdapter:
 
 
 def test_the_toy_adapter_is_a_chain_adapter() -> None:
-    assert isinstance(toy(ToyNode(), A), ChainAdapter)
-    with pytest.raises(ValueError, match="toy:<name>"):
+    assert isinstance(toy(ToyNode(), A), face.ChainAdapter)
+    with pytest.raises(ValueError, match=r"expected toy:\(\[a-z\]\+\)"):
         ToyAdapter.create("toy:Main1", NetworkSettings(rpc_urls=[A]))
 
 
 async def test_start_pins_and_refuses_another_chain() -> None:
     node = ToyNode()
     node.chain[B] = "test"
-    with pytest.raises(WrongChain, match="serves 'test'"):
+    with pytest.raises(face.WrongChain, match="serves 'test'"):
         await toy(node, A, B).start()
 
 
@@ -148,11 +133,11 @@ async def test_a_url_down_at_start_is_pinned_on_first_use_and_failover() -> None
     node.down.clear()
     node.chain[A] = "test"  # A is back, serving another chain: pinned, then never used
     node.down.add(B)
-    with pytest.raises(RpcUnavailable):
+    with pytest.raises(face.RpcUnavailable):
         await adapter.observe(QUERY)
     assert A + "/api/info" in node.requests and A + "/api/tx/0000abcd" not in node.requests
     await adapter.close()
-    with pytest.raises(RpcUnavailable, match="not started"):
+    with pytest.raises(face.RpcUnavailable, match="not started"):
         await adapter.observe(QUERY)
 
 
@@ -160,7 +145,7 @@ async def test_a_404_is_an_answer_not_a_failover() -> None:
     node = ToyNode()
     adapter = toy(node, A, B)
     await adapter.start()
-    with pytest.raises(TxNotFound):
+    with pytest.raises(face.TxNotFound):
         await adapter.observe(Query("ffffffff", NATIVE, "bob", 1))
     assert not [r for r in node.requests if r.startswith(B + "/api/tx")]
 

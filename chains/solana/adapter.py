@@ -34,15 +34,12 @@ import base64
 import contextlib
 import re
 from dataclasses import replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from chains.base import RpcAdapter
-from chains.endpoints import Endpoints
-from chains.http import Transport
-from chains.jsonrpc import JsonRpcClient
+from chains.jsonrpc import JsonRpcAdapter
 from chains.solana.parse import (
     RpcSignatureStatus,
     RpcTransaction,
@@ -53,32 +50,26 @@ from verifier.adapter import (
     NATIVE,
     Finality,
     InvalidProof,
-    NetworkSettings,
     NotFinal,
-    Observation,
-    Query,
     RpcUnavailable,
     TxNotFound,
     WrongChain,
 )
 
+if TYPE_CHECKING:
+    from verifier.adapter import Observation, Query
 
-class SolanaAdapter(RpcAdapter[JsonRpcClient]):
+
+class SolanaAdapter(JsonRpcAdapter):
     """Adapter for one Solana cluster, over JSON-RPC."""
 
     namespace: ClassVar[str] = "solana"
     network_pattern = re.compile(r"solana:(.{32})")
-    network_form = "solana:<genesis hash[:32]>"
 
-    def __init__(
-        self, network: str, config: NetworkSettings, *, transport: Transport | None = None
-    ) -> None:
-        super().__init__(network, config, transport=transport)
+    @property
+    def commitment(self) -> str:
         # "latest" is the settings default for every family; on Solana it means "confirmed".
-        self.commitment = "finalized" if config.finality == "finalized" else "confirmed"
-
-    def open_api(self, endpoints: Endpoints, transport: Transport) -> JsonRpcClient:
-        return JsonRpcClient(endpoints, transport)
+        return "finalized" if self.config.finality == "finalized" else "confirmed"
 
     async def pin(self, url: str) -> None:
         """The URL's ``getGenesisHash`` must start with the configured reference."""

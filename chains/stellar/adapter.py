@@ -36,7 +36,7 @@ from typing import ClassVar
 from stellar_sdk import Keypair, Network
 from stellar_sdk.exceptions import BadSignatureError, Ed25519PublicKeyInvalidError
 
-from chains.base import RpcAdapter
+from chains.base import RpcAdapter, lowercase_txid
 from chains.endpoints import Endpoints
 from chains.http import Transport
 from chains.rest import RestClient
@@ -44,8 +44,6 @@ from chains.stellar import horizon
 from chains.stellar.horizon import HorizonOperation, HorizonPage, HorizonRoot, HorizonTransaction
 from verifier.adapter import (
     Finality,
-    InvalidProof,
-    NetworkSettings,
     Observation,
     Query,
     RpcUnavailable,
@@ -58,7 +56,7 @@ PASSPHRASES = {
     "testnet": Network.TESTNET_NETWORK_PASSPHRASE,
 }
 _ACCEPT = {"accept": "application/hal+json, application/json"}
-_TXID = re.compile(r"^[0-9a-fA-F]{64}$")
+_TXID = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class StellarAdapter(RpcAdapter[RestClient]):
@@ -66,13 +64,10 @@ class StellarAdapter(RpcAdapter[RestClient]):
 
     namespace: ClassVar[str] = "stellar"
     network_pattern = re.compile(r"stellar:(pubnet|testnet)")
-    network_form = "stellar:pubnet|testnet"
 
-    def __init__(
-        self, network: str, config: NetworkSettings, *, transport: Transport | None = None
-    ) -> None:
-        super().__init__(network, config, transport=transport)
-        self.passphrase = PASSPHRASES[self.reference]
+    @property
+    def passphrase(self) -> str:
+        return PASSPHRASES[self.reference]
 
     def open_api(self, endpoints: Endpoints, transport: Transport) -> RestClient:
         # A 404 is an answer, not a failure: the transaction may reach a lagging server later,
@@ -92,10 +87,7 @@ class StellarAdapter(RpcAdapter[RestClient]):
     # -- normalization -------------------------------------------------------------------
 
     def canonical_txid(self, tx_ref: str) -> str:
-        ref = tx_ref.strip()
-        if not _TXID.match(ref):
-            raise InvalidProof("a Stellar transaction hash is 64 hex digits")
-        return ref.lower()
+        return lowercase_txid(tx_ref, _TXID, "a Stellar transaction hash is 64 hex digits")
 
     def normalize_address(self, address: str) -> str:
         return horizon.normalize_account(address)

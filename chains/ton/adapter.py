@@ -77,7 +77,6 @@ class TONAdapter(RpcAdapter[Toncenter]):
 
     namespace: ClassVar[str] = "tvm"
     network_pattern = re.compile(r"tvm:(-?[0-9]{1,10})")
-    network_form = "tvm:<global id>"
 
     def __init__(
         self, network: str, config: NetworkSettings, *, transport: Transport | None = None
