@@ -9,9 +9,28 @@ a way to pay on it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from verifier.models import Accept
+
+
+@dataclass(frozen=True, slots=True)
+class Pay:
+    """How ``Harness.pay`` pays for an offer; by default exactly as the offer asks.
+
+    ``memo``: carry the challenge's commitment as the chain allows; ``to``/``asset``: pay
+    someone or something else; ``fail``: a transaction that is included but fails.
+    """
+
+    amount: int | None = None
+    memo: bool = True
+    to: str | None = None
+    asset: str | None = None
+    fail: bool = False
+
+
+AS_OFFERED = Pay()
 
 
 class Harness(Protocol):
@@ -32,20 +51,9 @@ class Harness(Protocol):
         """Another network id of the same family, which the local chain does not serve."""
         ...
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        """Pay for ``accept`` on the local chain and return the transaction reference.
+    async def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
+        """Pay for ``accept`` on the local chain as ``how`` says; the transaction reference.
 
-        ``memo``: carry the challenge's commitment as the chain allows; ``to``/``asset``:
-        pay someone or something else; ``fail``: a transaction that is included but fails.
         The transaction must be final enough for ``min_confirmations`` when this returns.
         """
         ...

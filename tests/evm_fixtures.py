@@ -12,12 +12,11 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, AnvilNotFound, DevChain
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.support import Checkout, SettingsFactory, connected_gate, running_worker
 from verifier.challenge import proof_message
-from verifier.gate import Gate, Offer
-from verifier.models import Accept, Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
-from verifier.settings import AcceptSettings, Settings
-from verifier.wire import decode_payment_required, encode_json
+from verifier.gate import Gate
+from verifier.models import Accept
+from verifier.settings import Settings
 
 NETWORK = "eip155:31337"
 PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]
@@ -58,27 +57,16 @@ def evm_settings(make_settings: SettingsFactory, env: EvmEnv, **net: Any) -> Set
     )
 
 
-class Shop:
+class Shop(Checkout):
     """A gate selling one resource on the local chain, as a web server would use it."""
 
     def __init__(self, gate: Gate, env: EvmEnv) -> None:
-        self.gate = gate
+        super().__init__(
+            gate, RESOURCE, network=NETWORK, asset="USDC", pay_to=PAYEE, amount=100_000
+        )
         self.env = env
 
-    def offers(self, **terms: Any) -> list[Offer]:
-        spec = {"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "amount": 100_000}
-        spec.update(terms)
-        return self.gate.offers([AcceptSettings(**spec)])
-
-    def offer(self, now: float | None = None, **terms: Any) -> tuple[Accept, list[Offer]]:
-        offers = self.offers(**terms)
-        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers, now=now)
-        return decode_payment_required(encode_json(required)).accepts[0], offers
-
-    @staticmethod
-    def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
-        return encode_json(PaymentPayload(accepted=accept, payload=body))
+    settle = Checkout.submit
 
     @staticmethod
     def sign(accept: Accept, tx: str, key: str = PAYER_KEY) -> str:
@@ -103,9 +91,6 @@ class Shop:
             int(accept.amount) if amount is None else amount,
             suffix=suffix,
         )
-
-    async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
 
 
 @pytest.fixture

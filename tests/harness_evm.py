@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from devchain.anvil import ANVIL_ACCOUNTS
+from tests.conformance import AS_OFFERED, Pay
 from tests.evm_fixtures import NETWORK, PAYER, EvmEnv, Shop
 from verifier.models import Accept
 
@@ -35,26 +36,17 @@ class EvmHarness:
     def wrong_network(self) -> str:
         return "eip155:8453"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        suffix = bytes.fromhex(accept.extra.memo) if memo else b""
-        value = int(accept.amount) if amount is None else amount
-        sender = ANVIL_ACCOUNTS[8] if fail else PAYER  # account 8 holds no tokens: reverts
+    async def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
+        suffix = bytes.fromhex(accept.extra.memo) if how.memo else b""
+        value = int(accept.amount) if how.amount is None else how.amount
+        sender = ANVIL_ACCOUNTS[8] if how.fail else PAYER  # account 8 holds no tokens: reverts
         return self.env.chain.token_transfer(
-            asset or self.asset,
+            how.asset or self.asset,
             sender,
-            to or accept.pay_to,
+            how.to or accept.pay_to,
             value,
             suffix=suffix,
-            gas=200_000 if fail else None,
+            gas=200_000 if how.fail else None,
         )
 
     def sign(self, accept: Accept, tx: str) -> str:

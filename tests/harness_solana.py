@@ -22,14 +22,13 @@ from solders.signature import Signature
 from devchain.solana_ledger import NETWORK, Mint, SolanaLedger
 from devchain.solana_render import TOKEN_2022, b58encode
 from devchain.solana_server import SolanaRpcServer
-from tests.conformance import ed25519_high_s
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.conformance import AS_OFFERED, Pay, ed25519_high_s
+from tests.support import Checkout, SettingsFactory, connected_gate, running_worker
 from verifier.assets import NATIVE
 from verifier.challenge import proof_message
-from verifier.gate import Gate, Offer
-from verifier.models import Accept, Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
-from verifier.settings import AcceptSettings, Settings
-from verifier.wire import decode_payment_required, encode_json
+from verifier.gate import Gate
+from verifier.models import Accept
+from verifier.settings import Settings
 
 RESOURCE = "http://shop.test/solana"
 
@@ -132,28 +131,19 @@ class SolanaHarness:
     def wrong_network(self) -> str:
         return "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
+    async def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
         env = self.env
-        value = int(accept.amount) if amount is None else amount
-        recipient = Pubkey.from_string(to or accept.pay_to)
-        text = accept.extra.memo if memo else None
-        if (asset or accept.asset) == NATIVE:
+        value = int(accept.amount) if how.amount is None else how.amount
+        recipient = Pubkey.from_string(how.to or accept.pay_to)
+        text = accept.extra.memo if how.memo else None
+        if (how.asset or accept.asset) == NATIVE:
             ixs = [env.ledger.sol_transfer_ix(env.payer.pubkey(), recipient, value)]
             ixs += [env.ledger.memo_ix(text)] if text else []
             return env.ledger.execute(ixs, [env.payer])
-        mint = env.mint_of(asset or self.asset)
-        sender = env.poor if fail else env.payer
+        mint = env.mint_of(how.asset or self.asset)
+        sender = env.poor if how.fail else env.payer
         ixs = env.token_payment(mint, recipient, value, memo=text, sender=sender)
-        return env.ledger.execute(ixs, [sender], allow_failure=fail)
+        return env.ledger.execute(ixs, [sender], allow_failure=how.fail)
 
     def sign(self, accept: Accept, tx: str) -> str:
         return SolanaShop.sign(accept, tx, self.env.payer)
@@ -180,36 +170,19 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[SolanaHarness
     yield SolanaHarness(solana_env())
 
 
-class SolanaShop:
+class SolanaShop(Checkout):
     """A gate selling one resource on the local Solana ledger."""
 
     def __init__(self, gate: Gate, env: SolanaEnv) -> None:
-        self.gate = gate
+        terms = {"network": NETWORK, "asset": "USDC", "pay_to": str(env.payee), "amount": 100_000}
+        super().__init__(gate, RESOURCE, **terms)
         self.env = env
 
-    def offer(self, now: float | None = None, **terms: Any) -> tuple[Accept, list[Offer]]:
-        spec: dict[str, Any] = {
-            "network": NETWORK,
-            "asset": "USDC",
-            "pay_to": str(self.env.payee),
-            "amount": 100_000,
-        }
-        spec.update(terms)
-        offers = self.gate.offers([AcceptSettings(**spec)])
-        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers, now=now)
-        return decode_payment_required(encode_json(required)).accepts[0], offers
-
-    @staticmethod
-    def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
-        return encode_json(PaymentPayload(accepted=accept, payload=body))
+    settle = Checkout.submit
 
     @staticmethod
     def sign(accept: Accept, tx: str, key: Keypair) -> str:
         return str(key.sign_message(proof_message(NETWORK, accept.extra.nonce, tx)))
-
-    async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
 
 
 @contextlib.asynccontextmanager

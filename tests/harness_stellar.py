@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from chains.stellar.horizon import format_stroops
 from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger
 from devchain.stellar_wallet import StellarWallet, dev_keypair
-from tests.conformance import ed25519_high_s
+from tests.conformance import AS_OFFERED, Pay, ed25519_high_s
 from verifier.challenge import proof_message
 from verifier.models import Accept
 
@@ -94,17 +95,8 @@ class StellarHarness:
     def wrong_network(self) -> str:
         return "stellar:pubnet"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        return self.env.pay(accept, amount=amount, memo=memo, to=to, asset=asset, fail=fail)
+    async def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
+        return self.env.pay(accept, **asdict(how))
 
     def sign(self, accept: Accept, tx: str) -> str:
         return PAYER.sign(proof_message(NETWORK, accept.extra.nonce, tx)).hex()

@@ -17,6 +17,7 @@ from pytoniq_core import Address
 from chains.ton.codec import normalize_address
 from devchain.ton_chain import TonLedger, account_for
 from devchain.toncenter import ToncenterServer
+from tests.conformance import AS_OFFERED, Pay
 from verifier.assets import NATIVE
 from verifier.models import Accept
 
@@ -81,24 +82,16 @@ class TonHarness:
     def wrong_network(self) -> str:
         return "tvm:-239"
 
-    async def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-    ) -> str:
-        value = int(accept.amount) if amount is None else amount
-        comment = accept.extra.memo if memo else None
-        dst = normalize_address(to or accept.pay_to)
-        paid = asset or accept.asset
+    async def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
+        value = int(accept.amount) if how.amount is None else how.amount
+        comment = accept.extra.memo if how.memo else None
+        dst = normalize_address(how.to or accept.pay_to)
+        paid = how.asset or accept.asset
+        ledger = self.env.ledger
         if paid == NATIVE:
-            return self.env.ledger.pay_ton(PAYER, dst, value, comment, aborted=fail)
+            return ledger.pay_ton(PAYER, dst, value, comment, aborted=how.fail)
         master = normalize_address(paid)
-        wallet_tx, _ = self.env.ledger.pay_jetton(master, PAYER, dst, value, comment, aborted=fail)
+        wallet_tx, _ = ledger.pay_jetton(master, PAYER, dst, value, comment, aborted=how.fail)
         return wallet_tx
 
     def sign(self, accept: Accept, tx: str) -> None:

@@ -10,23 +10,18 @@ from typing import Any
 
 import pytest
 
-from tests.conformance import Harness
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.conformance import Harness, Pay
+from tests.support import Checkout, SettingsFactory, connected_gate, reason, running_worker
 from verifier.adapter import WrongChain
 from verifier.assets import NATIVE, namespace_of
-from verifier.gate import Gate, Offer
+from verifier.gate import Gate
 from verifier.models import (
-    Accept,
     Failure,
-    PaymentPayload,
-    ProofBody,
     ReasonCode,
     Receipt,
-    ResourceInfo,
 )
 from verifier.registry import load_plugins
-from verifier.settings import AcceptSettings, NetworkSettings
-from verifier.wire import decode_payment_required, encode_json
+from verifier.settings import NetworkSettings
 
 FAMILIES = sorted(
     p.stem.removeprefix("harness_") for p in Path(__file__).parent.glob("harness_*.py")
@@ -34,35 +29,23 @@ FAMILIES = sorted(
 RESOURCE = "http://conformance.test/item"
 
 
-class Rig:
+class Rig(Checkout):
+    """The gate, offering the harness's asset on its network."""
+
     def __init__(self, h: Harness, gate: Gate) -> None:
+        super().__init__(
+            gate,
+            RESOURCE,
+            wait=15,
+            network=h.network,
+            asset=h.asset,
+            pay_to=h.pay_to,
+            amount=10 ** max(h.decimals - 2, 1),
+            min_confirmations=h.min_confirmations,
+        )
         self.h = h
-        self.gate = gate
 
-    def offer(self, now: float | None = None, **terms: Any) -> tuple[Accept, list[Offer]]:
-        spec: dict[str, Any] = {
-            "network": self.h.network,
-            "asset": self.h.asset,
-            "pay_to": self.h.pay_to,
-            "amount": 10 ** max(self.h.decimals - 2, 1),
-            "min_confirmations": self.h.min_confirmations,
-        }
-        spec.update(terms)
-        offers = self.gate.offers([AcceptSettings(**spec)])
-        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers, now=now)
-        return decode_payment_required(encode_json(required)).accepts[0], offers
-
-    async def settle(
-        self,
-        accept: Accept,
-        tx: str,
-        offers: list[Offer],
-        wait: float = 15,
-        signature: str | None = None,
-    ) -> Receipt | Failure:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
-        header = encode_json(PaymentPayload(accepted=accept, payload=body))
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
+    settle = Checkout.settle_tx
 
 
 @pytest.fixture(params=FAMILIES)
@@ -81,10 +64,6 @@ async def rig(
             yield Rig(h, gate)
 
 
-def reason(outcome: Receipt | Failure) -> ReasonCode | None:
-    return None if isinstance(outcome, Receipt) else outcome.error_reason
-
-
 async def test_good_payment(rig: Rig) -> None:
     accept, offers = rig.offer()
     tx = await rig.h.pay(accept)
@@ -100,7 +79,7 @@ async def test_good_payment(rig: Rig) -> None:
 async def test_overpayment_is_reported(rig: Rig) -> None:
     accept, offers = rig.offer()
     outcome = await rig.settle(
-        accept, await rig.h.pay(accept, amount=int(accept.amount) * 3), offers
+        accept, await rig.h.pay(accept, Pay(amount=int(accept.amount) * 3)), offers
     )
     assert isinstance(outcome, Receipt), outcome
     assert outcome.extensions["onchain-proof"]["paidAmount"] == str(int(accept.amount) * 3)
@@ -118,21 +97,21 @@ async def test_overpayment_is_reported(rig: Rig) -> None:
 )
 async def test_payments_that_do_not_count(rig: Rig, case: str, expected: ReasonCode) -> None:
     accept, offers = rig.offer()
-    how: dict[str, Any] = {
-        "underpay": {"amount": int(accept.amount) - 1},
-        "stranger": {"to": rig.h.stranger},
-        "other_asset": {"asset": rig.h.other_asset},
-        "fail": {"fail": True},
-        "no_memo": {"memo": False},
+    how = {
+        "underpay": Pay(amount=int(accept.amount) - 1),
+        "stranger": Pay(to=rig.h.stranger),
+        "other_asset": Pay(asset=rig.h.other_asset),
+        "fail": Pay(fail=True),
+        "no_memo": Pay(memo=False),
     }[case]
-    outcome = await rig.settle(accept, await rig.h.pay(accept, **how), offers)
+    outcome = await rig.settle(accept, await rig.h.pay(accept, how), offers)
     assert isinstance(outcome, Failure) and not outcome.transient, outcome
     assert outcome.error_reason is expected, outcome
 
 
 async def test_unbound_payment_accepted_when_the_offer_allows(rig: Rig) -> None:
     accept, offers = rig.offer(binding="none")
-    outcome = await rig.settle(accept, await rig.h.pay(accept, memo=False), offers)
+    outcome = await rig.settle(accept, await rig.h.pay(accept, Pay(memo=False)), offers)
     assert isinstance(outcome, Receipt), outcome
     assert outcome.extensions["onchain-proof"]["bound"] is False
 
@@ -185,7 +164,7 @@ async def test_malformed_signature_is_no_binding(rig: Rig) -> None:
     # that leaves the proof retrying until it expires. A refusal does not use the challenge up,
     # so the payer's real signature still binds it afterwards.
     accept, offers = rig.offer(binding="signature")
-    tx = await rig.h.pay(accept, memo=False)
+    tx = await rig.h.pay(accept, Pay(memo=False))
     for signature in rig.h.malformed_signatures(accept, tx):
         started = time.monotonic()
         outcome = await rig.settle(accept, tx, offers, wait=10, signature=signature)

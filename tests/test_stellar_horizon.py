@@ -16,7 +16,7 @@ from chains.stellar.horizon import stroops
 from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger
 from tests.harness_stellar import PAYEE, PAYER, SPONSOR, StellarEnv
-from tests.support import RECORDED
+from tests.support import RECORDED, shape
 from verifier.adapter import InvalidProof, Query, RpcUnavailable, TxNotFound
 from verifier.matching import Expectation, judge
 from verifier.models import Binding, ReasonCode
@@ -29,14 +29,6 @@ RECORDED_TXS = ["transaction", "transaction_fee_bump", "transaction_muxed_id", "
 def load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
     return data
-
-
-def shape(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 def same_shape(
