@@ -135,6 +135,26 @@ def _state(seed: str, balance: int) -> dict[str, Any]:
     }
 
 
+def compute_phase_v3(compute: Any) -> dict[str, Any]:
+    """toncenter v3's ``compute_ph`` of a parsed compute phase, every field read from it."""
+    if not hasattr(compute, "success"):  # tr_phase_compute_skipped$0
+        return {"skipped": True, "reason": str(getattr(compute.reason, "type_", compute.reason))}
+    return {
+        "skipped": False,
+        "success": bool(compute.success),
+        "msg_state_used": bool(compute.msg_state_used),
+        "account_activated": bool(compute.account_activated),
+        "gas_fees": str(compute.gas_fees),
+        "gas_used": str(compute.gas_used),
+        "gas_limit": str(compute.gas_limit),
+        "mode": compute.mode,
+        "exit_code": compute.exit_code,
+        "vm_steps": compute.vm_steps,
+        "vm_init_state_hash": _b64(compute.vm_init_state_hash),
+        "vm_final_state_hash": _b64(compute.vm_final_state_hash),
+    }
+
+
 def transaction_v3(
     cell: Any, account: str, in_msg: Any, out_msgs: list[Any], mc_seqno: int | None, block: int
 ) -> dict[str, Any]:
@@ -143,8 +163,6 @@ def transaction_v3(
     from pytoniq_core import Transaction
 
     tx = Transaction.deserialize(Slice.one_from_boc(cell.to_boc()))
-    compute = tx.description.compute_ph
-    success = bool(compute.success) and not tx.description.aborted
     return {
         "account": _upper(account),
         "hash": _b64(cell.hash),
@@ -165,20 +183,7 @@ def transaction_v3(
             "credit_first": bool(tx.description.credit_first),
             "storage_ph": {"storage_fees_collected": "1000", "status_change": "unchanged"},
             "credit_ph": {"credit": str(tx.description.credit_ph.credit.grams)},
-            "compute_ph": {
-                "skipped": False,
-                "success": success,
-                "msg_state_used": False,
-                "account_activated": False,
-                "gas_fees": str(compute.gas_fees),
-                "gas_used": str(compute.gas_used),
-                "gas_limit": str(compute.gas_limit),
-                "mode": compute.mode,
-                "exit_code": compute.exit_code,
-                "vm_steps": compute.vm_steps,
-                "vm_init_state_hash": _b64(compute.vm_init_state_hash),
-                "vm_final_state_hash": _b64(compute.vm_final_state_hash),
-            },
+            "compute_ph": compute_phase_v3(tx.description.compute_ph),
         },
         "block_ref": {"workchain": 0, "shard": SHARD, "seqno": block},
         "in_msg": message_v3(in_msg),

@@ -17,6 +17,7 @@ derived.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from pytoniq_core import Cell, HashMap, Transaction
 from chains.ton import TONAdapter
 from chains.ton.codec import OP_TRANSFER_NOTIFICATION, comment_of, jetton_message, normalize_address
 from devchain.ton_chain import TonLedger
-from devchain.ton_v3 import SHARD, message_v3
+from devchain.ton_v3 import SHARD, compute_phase_v3, message_v3
 from devchain.toncenter import ToncenterServer
 from verifier.adapter import Observation, Query
 from verifier.assets import NATIVE
@@ -68,25 +69,6 @@ def _upper(address: str) -> str:
     return f"{wc}:{hex_part.upper()}"
 
 
-def _compute_v3(compute: Any) -> dict[str, Any]:
-    if not hasattr(compute, "success"):  # tr_phase_compute_skipped$0
-        return {"skipped": True, "reason": str(getattr(compute.reason, "type_", compute.reason))}
-    return {
-        "skipped": False,
-        "success": bool(compute.success),
-        "msg_state_used": bool(compute.msg_state_used),
-        "account_activated": bool(compute.account_activated),
-        "gas_fees": str(compute.gas_fees),
-        "gas_used": str(compute.gas_used),
-        "gas_limit": str(compute.gas_limit),
-        "mode": compute.mode,
-        "exit_code": compute.exit_code,
-        "vm_steps": compute.vm_steps,
-        "vm_init_state_hash": _b64(compute.vm_init_state_hash),
-        "vm_final_state_hash": _b64(compute.vm_final_state_hash),
-    }
-
-
 def out_cells(cell: Any) -> list[Any]:
     """The outbound message cells of a transaction cell, in order (``out_msgs:(HashmapE 15
     ^(Message Any))`` after the optional in_msg reference)."""
@@ -122,7 +104,7 @@ def toncenter_v3(cell: Any, tx: Any, account: str) -> dict[str, Any]:
             "aborted": bool(descr.aborted),
             "destroyed": bool(descr.destroyed),
             "credit_first": bool(descr.credit_first),
-            "compute_ph": _compute_v3(descr.compute_ph),
+            "compute_ph": compute_phase_v3(descr.compute_ph),
         },
         "block_ref": {"workchain": 0, "shard": SHARD, "seqno": 1},
         "in_msg": message_v3(in_msg),
@@ -162,31 +144,45 @@ def test_sandbox_bocs_parse_and_hash() -> None:
     assert parse(record("bounce_back"))[1].in_msg.info.bounced
 
 
-@pytest.fixture
-async def sandbox() -> AsyncIterator[tuple[TONAdapter, dict[str, str]]]:
-    ledger = TonLedger(global_id=DATA["global_id"])
+Served = tuple[TONAdapter, ToncenterServer, dict[str, str]]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    data: dict[str, Any], ledger: TonLedger, masters: set[str] | None = None
+) -> AsyncIterator[Served]:
+    """The exported transactions in ``ledger``, its server, a started adapter, hashes by name."""
     hashes = {}
-    for rec in DATA["transactions"]:
+    for rec in data["transactions"]:
         cell, tx = parse(rec)
         hashes[rec["name"]] = ledger.insert(cell, toncenter_v3(cell, tx, rec["account"]))
-    server = ToncenterServer(ledger).start()
+    server = ToncenterServer(ledger, masters=masters).start()
     adapter = TONAdapter(NETWORK, NetworkSettings(rpc_urls=[server.url], head_cache_seconds=0))
     try:
         await adapter.start()  # pins the server to the sandbox's global id
-        yield adapter, hashes
+        yield adapter, server, hashes
     finally:
         await adapter.close()
         server.stop()
 
 
-async def observe(adapter: TONAdapter, txid: str, pay_to: str = PAYEE) -> Observation:
+@pytest.fixture
+async def sandbox() -> AsyncIterator[tuple[TONAdapter, dict[str, str]]]:
+    async with serving(DATA, TonLedger(global_id=DATA["global_id"])) as (adapter, _, hashes):
+        yield adapter, hashes
+
+
+async def observe(
+    adapter: TONAdapter, txid: str, pay_to: str = PAYEE, asset: str = NATIVE, data: Any = DATA
+) -> Observation:
+    """What the adapter sees of ``txid``, asked for by hash or locator as a worker would."""
     query = Query(
         txid=adapter.canonical_txid(txid),
-        asset=NATIVE,
+        asset=asset,
         pay_to=pay_to,
         min_confirmations=1,
         memo=COMMENT,
-        issued_at=DATA["transactions"][0]["now"],
+        issued_at=data["transactions"][0]["now"],
     )
     return await adapter.observe(query)
 
@@ -252,34 +248,16 @@ def test_sandbox_jetton_bocs_parse_and_chain() -> None:
 
 
 @pytest.fixture
-async def jetton_sandbox() -> AsyncIterator[tuple[TONAdapter, ToncenterServer, dict[str, str]]]:
+async def jetton_sandbox() -> AsyncIterator[Served]:
     ledger = TonLedger(global_id=JETTON["global_id"])
     # What the sandbox's minter answered to get_wallet_address(payee).
     ledger.set_jetton_wallet(MASTER, JETTON_PAYEE, PAYEE_WALLET)
-    hashes = {}
-    for rec in JETTON["transactions"]:
-        cell, tx = parse(rec)
-        hashes[rec["name"]] = ledger.insert(cell, toncenter_v3(cell, tx, rec["account"]))
-    server = ToncenterServer(ledger, masters={MASTER}).start()
-    adapter = TONAdapter(NETWORK, NetworkSettings(rpc_urls=[server.url], head_cache_seconds=0))
-    try:
-        await adapter.start()
-        yield adapter, server, hashes
-    finally:
-        await adapter.close()
-        server.stop()
+    async with serving(JETTON, ledger, masters={MASTER}) as served:
+        yield served
 
 
 async def observe_jetton(adapter: TONAdapter, txid: str) -> Observation:
-    query = Query(
-        txid=adapter.canonical_txid(txid),
-        asset=MASTER,
-        pay_to=JETTON_PAYEE,
-        min_confirmations=1,
-        memo=COMMENT,
-        issued_at=JETTON["transactions"][0]["now"],
-    )
-    return await adapter.observe(query)
+    return await observe(adapter, txid, JETTON_PAYEE, MASTER, JETTON)
 
 
 def jetton_transfers(obs: Observation) -> list[tuple[str, str, str, int]]:
@@ -287,7 +265,7 @@ def jetton_transfers(obs: Observation) -> list[tuple[str, str, str, int]]:
 
 
 async def test_sandbox_jetton_payment_by_wallet_tx(
-    jetton_sandbox: tuple[TONAdapter, ToncenterServer, dict[str, str]],
+    jetton_sandbox: Served,
 ) -> None:
     adapter, server, hashes = jetton_sandbox
     assert await adapter.jetton_wallet(MASTER, JETTON_PAYEE) == PAYEE_WALLET
@@ -301,7 +279,7 @@ async def test_sandbox_jetton_payment_by_wallet_tx(
 
 
 async def test_sandbox_jetton_notification_names_the_wallet_tx(
-    jetton_sandbox: tuple[TONAdapter, ToncenterServer, dict[str, str]],
+    jetton_sandbox: Served,
 ) -> None:
     adapter, server, hashes = jetton_sandbox
     obs = await observe_jetton(adapter, hashes["transfer_notification"])
@@ -313,7 +291,7 @@ async def test_sandbox_jetton_notification_names_the_wallet_tx(
 
 
 async def test_sandbox_jetton_payment_by_locator(
-    jetton_sandbox: tuple[TONAdapter, ToncenterServer, dict[str, str]],
+    jetton_sandbox: Served,
 ) -> None:
     adapter, _, hashes = jetton_sandbox
     obs = await observe_jetton(adapter, f"ton:{JETTON_PAYEE}|{COMMENT}")
