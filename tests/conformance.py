@@ -42,6 +42,8 @@ class Harness(Protocol):
     stranger: str  # another valid account, not the payee
     other_asset: str  # another asset the payer holds (for wrong_asset)
     min_confirmations: int
+    unknown_tx: str  # a well-formed transaction reference that the chain does not know
+    garbage_tx: str  # a transaction reference that is malformed for this chain
 
     def network_settings(self) -> dict[str, Any]:
         """``[networks."<network>"]`` for the local chain (``rpc_urls`` …)."""
@@ -67,14 +69,6 @@ class Harness(Protocol):
     def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
         """Proof signatures that are malformed in this chain's signature encoding: garbage, the
         wrong length, and ``sign``'s signature with a scalar out of range."""
-        ...
-
-    def unknown_tx(self) -> str:
-        """A well-formed transaction reference that the chain does not know."""
-        ...
-
-    def garbage_tx(self) -> str:
-        """A transaction reference that is malformed for this chain."""
         ...
 
 

@@ -22,6 +22,8 @@ class EvmHarness:
     symbol = "USDC"
     decimals = 6
     min_confirmations = 1
+    unknown_tx = "0x" + "5a" * 32
+    garbage_tx = "0xnot-a-hash"
 
     def __init__(self, env: EvmEnv) -> None:
         self.env = env
@@ -62,12 +64,6 @@ class EvmHarness:
             "0x" + real[:64].hex(),  # no v
             "0x" + "zz" * 65,
         ]
-
-    def unknown_tx(self) -> str:
-        return "0x" + "5a" * 32
-
-    def garbage_tx(self) -> str:
-        return "0xnot-a-hash"
 
 
 @contextlib.asynccontextmanager

@@ -117,6 +117,7 @@ class SolanaHarness:
     symbol = "USDC"
     decimals = 6
     min_confirmations = 1
+    garbage_tx = "0OIl-not-base58"
 
     def __init__(self, env: SolanaEnv) -> None:
         self.env = env
@@ -124,6 +125,7 @@ class SolanaHarness:
         self.other_asset = str(env.other.address)
         self.pay_to = str(env.payee)
         self.stranger = str(env.stranger)
+        self.unknown_tx = str(Signature.from_bytes(os.urandom(64)))
 
     def network_settings(self) -> dict[str, Any]:
         return {"rpc_urls": [self.env.server.url], "head_cache_seconds": 0}
@@ -157,12 +159,6 @@ class SolanaHarness:
             base64.b64encode(real)[:-4].decode() + "@@@@",
             str(Signature.from_bytes(ed25519_high_s(real))),
         ]
-
-    def unknown_tx(self) -> str:
-        return str(Signature.from_bytes(os.urandom(64)))
-
-    def garbage_tx(self) -> str:
-        return "0OIl-not-base58"
 
 
 @contextlib.asynccontextmanager

@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict
 from typing import Any
 
 import pytest
-from stellar_sdk import Asset, HashMemo, Keypair, Network, Payment
+from stellar_sdk import Asset, HashMemo, Network, Payment
 
 from chains.stellar.horizon import format_stroops
 from devchain.horizon import HorizonServer
@@ -47,22 +46,13 @@ class StellarEnv:
     def memo(self, accept: Accept) -> HashMemo:
         return HashMemo(bytes.fromhex(accept.extra.memo))
 
-    def pay(
-        self,
-        accept: Accept,
-        *,
-        amount: int | None = None,
-        memo: bool = True,
-        to: str | None = None,
-        asset: str | None = None,
-        fail: bool = False,
-        source: Keypair = PAYER,
-    ) -> str:
-        value = int(accept.amount) if amount is None else amount
-        op = Payment(to or accept.pay_to, sdk_asset(asset or accept.asset), format_stroops(value))
-        tx, _ = self.wallet.submit(
-            source, [op], memo=self.memo(accept) if memo else None, success=not fail
-        )
+    def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
+        """``PAYER`` pays for ``accept`` as ``how`` says, in one payment operation."""
+        value = int(accept.amount) if how.amount is None else how.amount
+        asset = sdk_asset(how.asset or accept.asset)
+        op = Payment(how.to or accept.pay_to, asset, format_stroops(value))
+        memo = self.memo(accept) if how.memo else None
+        tx, _ = self.wallet.submit(PAYER, [op], memo=memo, success=not how.fail)
         return tx
 
 
@@ -85,6 +75,8 @@ class StellarHarness:
     pay_to = PAYEE
     stranger = STRANGER
     other_asset = FAKE_USDC
+    unknown_tx = "ab" * 32
+    garbage_tx = "0xnot-a-hash"
 
     def __init__(self, env: StellarEnv) -> None:
         self.env = env
@@ -96,7 +88,7 @@ class StellarHarness:
         return "stellar:pubnet"
 
     async def pay(self, accept: Accept, how: Pay = AS_OFFERED) -> str:
-        return self.env.pay(accept, **asdict(how))
+        return self.env.pay(accept, how)
 
     def sign(self, accept: Accept, tx: str) -> str:
         return PAYER.sign(proof_message(NETWORK, accept.extra.nonce, tx)).hex()
@@ -110,12 +102,6 @@ class StellarHarness:
             base64.b64encode(real)[:-4].decode() + "@@@@",
             ed25519_high_s(real).hex(),
         ]
-
-    def unknown_tx(self) -> str:
-        return "ab" * 32
-
-    def garbage_tx(self) -> str:
-        return "0xnot-a-hash"
 
 
 @contextlib.asynccontextmanager

@@ -69,6 +69,8 @@ class TonHarness:
     decimals = 6
     min_confirmations = 1
     other_asset = NATIVE
+    unknown_tx = "ab" * 32
+    garbage_tx = "not-a-ton-hash"
 
     def __init__(self, env: TonEnv) -> None:
         self.env = env
@@ -99,12 +101,6 @@ class TonHarness:
 
     def malformed_signatures(self, accept: Accept, tx: str) -> list[str]:
         return ["not a signature", "00" * 64, "@@@@"]
-
-    def unknown_tx(self) -> str:
-        return "ab" * 32
-
-    def garbage_tx(self) -> str:
-        return "not-a-ton-hash"
 
 
 @contextlib.asynccontextmanager

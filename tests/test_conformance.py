@@ -118,16 +118,14 @@ async def test_unbound_payment_accepted_when_the_offer_allows(rig: Rig) -> None:
 
 async def test_unknown_transaction_is_pending(rig: Rig) -> None:
     accept, offers = rig.offer()
-    outcome = await rig.settle(accept, rig.h.unknown_tx(), offers, wait=1)
+    outcome = await rig.settle(accept, rig.h.unknown_tx, offers, wait=1)
     assert isinstance(outcome, Failure) and outcome.transient, outcome
     assert outcome.error_reason is ReasonCode.TX_NOT_FOUND
 
 
 async def test_garbage_transaction_reference(rig: Rig) -> None:
     accept, offers = rig.offer()
-    assert (
-        reason(await rig.settle(accept, rig.h.garbage_tx(), offers)) is ReasonCode.INVALID_PAYLOAD
-    )
+    assert reason(await rig.settle(accept, rig.h.garbage_tx, offers)) is ReasonCode.INVALID_PAYLOAD
 
 
 async def test_replay_and_double_spend(rig: Rig) -> None:

@@ -17,6 +17,7 @@ from stellar_sdk import (
     Payment,
 )
 
+from tests.conformance import Pay
 from tests.harness_stellar import FAKE_USDC, NETWORK, PAYEE, PAYER, SPONSOR, USDC, StellarEnv
 from tests.harness_stellar import stellar_env as make_env
 from tests.support import Checkout, SettingsFactory, connected_gate, ext, reason, running_worker
@@ -99,15 +100,17 @@ async def test_muxed_destination(shop: Shop) -> None:
     m43 = MuxedAccount(PAYEE, 43).account_muxed
     assert m42 is not None and m43 is not None
     accept, offers = shop.offer(pay_to=m42)
-    assert isinstance(await shop.settle(accept, shop.env.pay(accept, to=m42), offers), Receipt)
+    assert isinstance(await shop.settle(accept, shop.env.pay(accept, Pay(to=m42)), offers), Receipt)
     wrong_id, offers2 = shop.offer(pay_to=m42)
-    outcome = await shop.settle(wrong_id, shop.env.pay(wrong_id, to=m43), offers2)
+    outcome = await shop.settle(wrong_id, shop.env.pay(wrong_id, Pay(to=m43)), offers2)
     assert reason(outcome) is ReasonCode.WRONG_RECIPIENT
     plain, offers3 = shop.offer(pay_to=m42)
-    outcome = await shop.settle(plain, shop.env.pay(plain, to=PAYEE), offers3)
+    outcome = await shop.settle(plain, shop.env.pay(plain, Pay(to=PAYEE)), offers3)
     assert reason(outcome) is ReasonCode.WRONG_RECIPIENT
     g_offer, offers4 = shop.offer()  # a G payee is paid by a payment to any of its M forms
-    assert isinstance(await shop.settle(g_offer, shop.env.pay(g_offer, to=m43), offers4), Receipt)
+    assert isinstance(
+        await shop.settle(g_offer, shop.env.pay(g_offer, Pay(to=m43)), offers4), Receipt
+    )
 
 
 async def test_fee_bump_outer_and_inner_hash_are_one_payment(shop: Shop) -> None:
@@ -125,28 +128,29 @@ async def test_fee_bump_outer_and_inner_hash_are_one_payment(shop: Shop) -> None
     assert reason(await shop.settle(third, outer, offers3)) is ReasonCode.TX_ALREADY_USED
 
 
+CLAIMABLE = None  # a claimable balance for the payee: not a payment until claimed
+
+
 @pytest.mark.parametrize(
-    ("case", "expected"),
+    ("how", "expected"),
     [
-        ("failed", ReasonCode.TX_REVERTED),
-        ("wrong_issuer", ReasonCode.WRONG_ASSET),
-        ("claimable", ReasonCode.TRANSFER_NOT_FOUND),
-        ("no_memo", ReasonCode.BINDING_MISSING),
+        (Pay(fail=True), ReasonCode.TX_REVERTED),
+        (Pay(asset=FAKE_USDC), ReasonCode.WRONG_ASSET),
+        (CLAIMABLE, ReasonCode.TRANSFER_NOT_FOUND),
+        (Pay(memo=False), ReasonCode.BINDING_MISSING),
     ],
+    ids=["failed", "wrong_issuer", "claimable", "no_memo"],
 )
-async def test_payments_that_do_not_count(shop: Shop, case: str, expected: ReasonCode) -> None:
+async def test_payments_that_do_not_count(
+    shop: Shop, how: Pay | None, expected: ReasonCode
+) -> None:
     accept, offers = shop.offer()
-    if case == "claimable":
+    if how is CLAIMABLE:
         usdc = Asset("USDC", USDC.split(":")[1])
         op = CreateClaimableBalance(usdc, "0.1000000", [Claimant(PAYEE)])
         tx, _ = shop.env.wallet.submit(PAYER, [op], memo=shop.env.memo(accept))
     else:
-        how: dict[str, Any] = {
-            "failed": {"fail": True},
-            "wrong_issuer": {"asset": FAKE_USDC},
-            "no_memo": {"memo": False},
-        }[case]
-        tx = shop.env.pay(accept, **how)
+        tx = shop.env.pay(accept, how)
     outcome = await shop.settle(accept, tx, offers)
     assert isinstance(outcome, Failure) and not outcome.transient, outcome
     assert outcome.error_reason is expected, outcome
@@ -154,12 +158,12 @@ async def test_payments_that_do_not_count(shop: Shop, case: str, expected: Reaso
 
 async def test_payer_signature_binds_without_memo(shop: Shop) -> None:
     accept, offers = shop.offer(binding="signature")
-    tx = shop.env.pay(accept, memo=False)
+    tx = shop.env.pay(accept, Pay(memo=False))
     message = proof_message(NETWORK, accept.extra.nonce, tx)
     forged = SPONSOR.sign(message).hex()
     assert reason(await shop.settle(accept, tx, offers, forged)) is ReasonCode.BINDING_MISSING
     accept2, offers2 = shop.offer(binding="signature")
-    tx2 = shop.env.pay(accept2, memo=False)
+    tx2 = shop.env.pay(accept2, Pay(memo=False))
     good = PAYER.sign(proof_message(NETWORK, accept2.extra.nonce, tx2)).hex()
     assert ext(await shop.settle(accept2, tx2, offers2, good))["bound"] is True
 
