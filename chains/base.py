@@ -16,9 +16,9 @@ A family writes what is its own (network pin, head read, normalization, ``observ
   ``head_cache_seconds`` and read again when the shared value is older than ``n`` (the block
   the job has just seen).
 
-A new family over JSON-RPC is then about this much (the built-in ``EVMAdapter`` and
-``SolanaAdapter`` are the full examples; ``StellarAdapter`` and ``TONAdapter`` use REST;
-``tests/test_adapter_base.py`` runs a complete small one)::
+Over JSON-RPC, subclass ``chains.jsonrpc.JsonRpcAdapter`` (``open_api`` done) as ``EVMAdapter``
+and ``SolanaAdapter`` do; over REST, as ``StellarAdapter`` and ``TONAdapter`` do, a new family is
+about this much (``tests/test_adapter_base.py`` runs a complete small one)::
 
     class CosmosAdapter(RpcAdapter[RestClient]):
         namespace = "cosmos"
@@ -42,7 +42,8 @@ A new family over JSON-RPC is then about this much (the built-in ``EVMAdapter`` 
             head = await self.head("latest", at_least=height)
             return Observation(..., confirmations=head - height + 1, ...)
 
-        # canonical_txid, normalize_address, normalize_asset, verify_signature: pure functions
+        # canonical_txid (``lowercase_txid`` for a hex hash), normalize_address and
+        # normalize_asset are pure; verify_signature, as the chain's keys need
 """
 
 from __future__ import annotations
