@@ -1,25 +1,23 @@
-"""A small async JSON-RPC 2.0 client: batches, several URLs with failover, shared reads.
+"""JSON-RPC 2.0 over HTTP (EVM, Solana): batches, several URLs with failover.
 
-Adapters map everything that goes wrong here to ``RpcUnavailable`` (transient), at this edge:
-transport errors, timeouts, HTTP 429 and 5xx, malformed replies and JSON-RPC errors. Only
-idempotent reads go through it, so retrying on another URL is always safe.
+Everything that goes wrong here is ``RpcUnavailable`` (transient), at this edge: the transport's
+failures and HTTP statuses (``chains.http``), malformed replies and JSON-RPC errors
+(``RpcError``, which keeps the node's message).
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import aiohttp
 import orjson
 
+from chains.base import RpcAdapter
 from chains.endpoints import Endpoints
+from chains.http import HttpApi, HttpRequest, Transport
 from verifier.adapter import RpcUnavailable
 
-T = TypeVar("T")
 _JSON = {"content-type": "application/json"}
 
 
@@ -34,40 +32,12 @@ class RpcError(RpcUnavailable):
         self.rpc_message = str(message)
 
 
-class JsonRpcClient:
-    """JSON-RPC over one pooled ``aiohttp`` session and an ordered list of URLs.
+class JsonRpcClient(HttpApi):
+    """JSON-RPC calls against an ordered list of URLs (``chains.endpoints.Endpoints``)."""
 
-    aiohttp rather than httpx here: this is the worker's hot path, and aiohttp's C parser makes
-    each call several times cheaper in CPU (measured with ``make bench``).
-
-    Failover and network pinning across the URLs: ``chains.endpoints.Endpoints``.
-    """
-
-    def __init__(
-        self,
-        urls: Sequence[str],
-        *,
-        timeout: float = 10.0,
-        pin: Callable[[str], Awaitable[None]] | None = None,
-    ) -> None:
-        self.endpoints = Endpoints(urls, pin)
+    def __init__(self, endpoints: Endpoints, transport: Transport) -> None:
+        super().__init__(endpoints, transport, headers=_JSON)
         self._ids = itertools.count(1)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self.requests_sent = 0  # HTTP round trips, for the benchmark and tests
-
-    def _http(self) -> aiohttp.ClientSession:
-        # Created lazily, inside the running loop, and kept for the worker's life: one pool of
-        # keep-alive connections shared by every job.
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=200, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def call_url(self, url: str, method: str, params: list[Any]) -> Any:
         """One call to one URL, no failover (network pinning, diagnostics)."""
@@ -97,21 +67,7 @@ class JsonRpcClient:
         return await self.endpoints.first(attempt)
 
     async def _post(self, url: str, body: Any) -> Any:
-        self.requests_sent += 1
-        try:
-            async with self._http().post(url, data=orjson.dumps(body), headers=_JSON) as reply:
-                status = reply.status
-                raw = await reply.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RpcUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if status == 429 or status >= 500:
-            raise RpcUnavailable(f"{url}: HTTP {status}")
-        if status != 200:
-            raise RpcUnavailable(f"{url}: unexpected HTTP {status}")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RpcUnavailable(f"{url}: reply is not JSON") from exc
+        return await self.exchange(HttpRequest("POST", url, None, orjson.dumps(body), self.headers))
 
     @staticmethod
     def _unpack(replies: Any, ids: list[int], calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
@@ -133,44 +89,9 @@ class JsonRpcClient:
         return results
 
 
-class SharedReads(Generic[T]):
-    """A short-lived cache with single flight: concurrent jobs asking for the same value (the
-    chain head, one block) share one RPC call, and reuse its answer for ``ttl`` seconds."""
+class JsonRpcAdapter(RpcAdapter[JsonRpcClient]):
+    """``chains.base.RpcAdapter`` over JSON-RPC (EVM, Solana): ``self.api`` is a
+    ``JsonRpcClient``."""
 
-    def __init__(self, ttl: float, max_entries: int = 512) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._values: dict[Hashable, tuple[float, T]] = {}
-        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
-
-    def forget(self, key: Hashable) -> None:
-        self._values.pop(key, None)
-
-    async def get(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
-        hit = self._values.get(key)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        running = self._inflight.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            value = await fetch()
-        except asyncio.CancelledError:
-            fut.cancel()
-            raise
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters, if any, get it through await
-            raise
-        else:
-            fut.set_result(value)
-            if self.ttl > 0:
-                if len(self._values) >= self.max_entries:
-                    self._values.clear()
-                self._values[key] = (time.monotonic(), value)
-            return value
-        finally:
-            del self._inflight[key]
+    def open_api(self, endpoints: Endpoints, transport: Transport) -> JsonRpcClient:
+        return JsonRpcClient(endpoints, transport)

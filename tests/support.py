@@ -14,7 +14,15 @@ import uvicorn
 
 from devchain.service import NotInstalled, Service, free_port
 from verifier.gate import Gate, Offer
-from verifier.models import Accept, Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
+from verifier.models import (
+    Accept,
+    Failure,
+    PaymentPayload,
+    ProofBody,
+    ReasonCode,
+    Receipt,
+    ResourceInfo,
+)
 from verifier.settings import AcceptSettings, Settings
 from verifier.wire import decode_payment_required, encode_json
 from verifier.worker import make_worker
@@ -91,6 +99,17 @@ class Shop:
     async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:
         return await self.gate.settle(header, resource=self.resource, offers=offers, timeout=wait)
 
+    async def settle_tx(
+        self,
+        accept: Accept,
+        tx: str,
+        offers: list[Offer],
+        signature: str | None = None,
+        wait: float = 10,
+    ) -> Receipt | Failure:
+        """The outcome of a proof that ``tx`` pays ``accept``."""
+        return await Shop.settle(self, self.proof(accept, tx, signature), offers, wait)
+
 
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
@@ -105,3 +124,23 @@ async def serve(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def reason(outcome: Receipt | Failure) -> ReasonCode | None:
+    return None if isinstance(outcome, Receipt) else outcome.error_reason
+
+
+def ext(outcome: Receipt | Failure) -> dict[str, Any]:
+    """The receipt's ``onchain-proof`` extension; the outcome must be a receipt."""
+    assert isinstance(outcome, Receipt), outcome
+    data: dict[str, Any] = outcome.extensions["onchain-proof"]
+    return data
+
+
+def shape(value: Any) -> Any:
+    """``value`` with every leaf replaced by its type's name, and lists by their first item."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__

@@ -16,7 +16,7 @@ from solders.keypair import Keypair
 from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS
 from tests.evm_fixtures import PAYEE, EvmEnv, Shop
 from tests.harness_solana import SolanaEnv, SolanaShop, solana_env, solana_shop
-from tests.support import SettingsFactory
+from tests.support import SettingsFactory, ext, reason
 from verifier.models import Failure, ReasonCode, Receipt
 
 OWNER_A, KEY_A = ANVIL_ACCOUNTS[4], ANVIL_KEYS[4]
@@ -24,16 +24,6 @@ OWNER_B, KEY_B = ANVIL_ACCOUNTS[5], ANVIL_KEYS[5]
 BUNDLER, BUNDLER_KEY = ANVIL_ACCOUNTS[9], ANVIL_KEYS[9]
 PRICE = 100_000  # the EVM shop's default amount
 SHARE_A, SHARE_B = 120_000, 80_000  # 60% and 40% of one batch; only A's share covers PRICE
-
-
-def reason(outcome: Receipt | Failure) -> ReasonCode | None:
-    return None if isinstance(outcome, Receipt) else outcome.error_reason
-
-
-def ext(outcome: Receipt | Failure) -> dict[str, Any]:
-    assert isinstance(outcome, Receipt), outcome
-    data: dict[str, Any] = outcome.extensions["onchain-proof"]
-    return data
 
 
 # ---- EVM: a bundler submits one batch that pulls two owners' tokens -----------------------

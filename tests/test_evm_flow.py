@@ -11,16 +11,8 @@ import orjson
 import pytest
 
 from tests.evm_fixtures import NETWORK, PAYEE, PAYER, RESOURCE, STRANGER, EvmEnv, Shop
+from tests.support import ext, reason
 from verifier.models import Failure, ReasonCode, Receipt
-
-
-def ext(receipt: Receipt) -> dict[str, Any]:
-    data: dict[str, Any] = receipt.extensions["onchain-proof"]
-    return data
-
-
-def reason(outcome: Receipt | Failure) -> ReasonCode | None:
-    return None if isinstance(outcome, Receipt) else outcome.error_reason
 
 
 async def test_good_erc20_payment(shop: Shop) -> None:

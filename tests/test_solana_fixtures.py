@@ -10,6 +10,7 @@ import pytest
 from solders.compute_budget import set_compute_unit_limit
 from solders.keypair import Keypair
 
+from chains.http import HttpReply, HttpRequest, Transport
 from chains.solana import SolanaAdapter, associated_token_account, observe_transaction
 from devchain.solana_ledger import NETWORK, Recorded
 from tests.harness_solana import solana_env
@@ -205,12 +206,23 @@ def test_malformed_transactions_are_transient(mangle: Any) -> None:
         observe(tx, USDC_DEVNET, "BXT1K8kzYXWMi6ihg7m9UqiHW4iJbJ69zumELHE9oBLe")
 
 
-class _Rpc:
-    def __init__(self, replies: dict[str, Any]) -> None:
-        self.replies = replies
+def node(replies: dict[str, Any]) -> Transport:
+    """A transport in place of a node: each JSON-RPC method answered from ``replies``."""
+    answers = {"getGenesisHash": NETWORK.partition(":")[2], **replies}
 
-    async def call(self, method: str, params: Any) -> Any:
-        return self.replies[method]
+    async def send(request: HttpRequest) -> HttpReply:
+        call = json.loads(request.body or b"{}")
+        reply = {"jsonrpc": "2.0", "id": call["id"], "result": answers[call["method"]]}
+        return HttpReply(200, json.dumps(reply).encode())
+
+    return send
+
+
+async def started(replies: dict[str, Any]) -> SolanaAdapter:
+    config = NetworkSettings(rpc_urls=["http://127.0.0.1:9"])
+    adapter = SolanaAdapter.create(NETWORK, config, transport=node(replies))
+    await adapter.start()
+    return adapter
 
 
 @pytest.mark.parametrize(
@@ -224,16 +236,14 @@ class _Rpc:
     ],
 )
 async def test_signature_status_replies(statuses: Any, raised: type[Exception]) -> None:
-    adapter = SolanaAdapter(NETWORK, NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
-    adapter.rpc = _Rpc({"getTransaction": None, "getSignatureStatuses": statuses})  # type: ignore[assignment]
+    adapter = await started({"getTransaction": None, "getSignatureStatuses": statuses})
     sig = "1" * 64
     with pytest.raises(raised):
         await adapter.observe(Query(sig, "native", str(Keypair().pubkey()), 1))
 
 
 async def test_a_malformed_get_transaction_reply_is_transient() -> None:
-    adapter = SolanaAdapter(NETWORK, NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
-    adapter.rpc = _Rpc({"getTransaction": ["not", "a", "transaction"]})  # type: ignore[assignment]
+    adapter = await started({"getTransaction": ["not", "a", "transaction"]})
     with pytest.raises(RpcUnavailable):
         await adapter.observe(Query("1" * 64, "native", str(Keypair().pubkey()), 1))
 
@@ -243,8 +253,7 @@ async def test_a_transaction_is_consumed_under_its_first_signature() -> None:
     first = tx["transaction"]["signatures"][0]
     second = str(Keypair().sign_message(b"co-signer"))
     tx["transaction"]["signatures"].append(second)
-    adapter = SolanaAdapter(NETWORK, NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
-    adapter.rpc = _Rpc({"getTransaction": tx, "getSlot": tx["slot"] + 5})  # type: ignore[assignment]
+    adapter = await started({"getTransaction": tx, "getSlot": tx["slot"] + 5})
     recipient = "BXT1K8kzYXWMi6ihg7m9UqiHW4iJbJ69zumELHE9oBLe"
     by_first = await adapter.observe(Query(first, USDC_DEVNET, recipient, 1))
     by_second = await adapter.observe(Query(second, USDC_DEVNET, recipient, 1))

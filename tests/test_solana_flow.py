@@ -14,7 +14,7 @@ from solders.signature import Signature
 from chains.solana import SolanaAdapter
 from devchain.solana_ledger import NETWORK
 from tests.harness_solana import SolanaEnv, SolanaShop, solana_env, solana_shop
-from tests.support import SettingsFactory
+from tests.support import SettingsFactory, ext, reason
 from verifier.adapter import NotFinal, Query, TxNotFound
 from verifier.models import Failure, Finality, ReasonCode, Receipt
 from verifier.settings import NetworkSettings
@@ -31,16 +31,6 @@ async def shop(
 ) -> AsyncIterator[SolanaShop]:
     async with solana_shop(env.settings(make_settings)) as s:
         yield s
-
-
-def ext(outcome: Receipt | Failure) -> dict[str, Any]:
-    assert isinstance(outcome, Receipt), outcome
-    data: dict[str, Any] = outcome.extensions["onchain-proof"]
-    return data
-
-
-def reason(outcome: Receipt | Failure) -> ReasonCode | None:
-    return None if isinstance(outcome, Receipt) else outcome.error_reason
 
 
 async def test_spl_transfer_with_memo_legacy_transaction(shop: SolanaShop, env: SolanaEnv) -> None:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from stellar_sdk import Asset, HashMemo, MuxedAccount, Network, Payment, TextMemo
 
+from chains.http import AiohttpTransport, HttpReply, HttpRequest
 from chains.stellar import StellarAdapter
 from chains.stellar.horizon import stroops
 from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger
 from tests.harness_stellar import PAYEE, PAYER, SPONSOR, StellarEnv
-from tests.support import RECORDED
+from tests.support import RECORDED, shape
 from verifier.adapter import InvalidProof, Query, RpcUnavailable, TxNotFound
 from verifier.matching import Expectation, judge
 from verifier.models import Binding, ReasonCode
@@ -28,14 +29,6 @@ RECORDED_TXS = ["transaction", "transaction_fee_bump", "transaction_muxed_id", "
 def load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
     return data
-
-
-def shape(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(value[0])] if value else []
-    return type(value).__name__
 
 
 def same_shape(
@@ -85,13 +78,37 @@ def test_amounts_are_exact_stroops() -> None:
             stroops(bad)
 
 
+class Pages:
+    """The real transport, with ``mangle`` (if set) applied to each operations page it reads."""
+
+    def __init__(self) -> None:
+        self.real = AiohttpTransport(timeout=5)
+        self.mangle: Callable[[Any], object] | None = None
+
+    async def __call__(self, request: HttpRequest) -> HttpReply:
+        reply = await self.real(request)
+        if self.mangle is None or not request.url.endswith("/operations"):
+            return reply
+        page = json.loads(reply.body)
+        self.mangle(page)
+        return HttpReply(reply.status, json.dumps(page).encode())
+
+
 @pytest.fixture
-async def pubnet() -> AsyncIterator[StellarAdapter]:
+async def pages() -> AsyncIterator[Pages]:
+    transport = Pages()
+    yield transport
+    await transport.real.aclose()
+
+
+@pytest.fixture
+async def pubnet(pages: Pages) -> AsyncIterator[StellarAdapter]:
     ledger = StellarLedger(Network.PUBLIC_NETWORK_PASSPHRASE)
     for name in RECORDED_TXS:
         ledger.add_recorded(load(name))
     with HorizonServer(ledger) as server:
-        adapter = StellarAdapter("stellar:pubnet", NetworkSettings(rpc_urls=[server.url]))
+        config = NetworkSettings(rpc_urls=[server.url])
+        adapter = StellarAdapter.create("stellar:pubnet", config, transport=pages)
         await adapter.start()
         yield adapter
         await adapter.close()
@@ -159,33 +176,27 @@ async def test_unknown_and_garbage_hashes(pubnet: StellarAdapter) -> None:
         lambda page: page.update(_embedded=[]),
     ],
 )
-async def test_malformed_horizon_pages_are_transient(pubnet: StellarAdapter, mangle: Any) -> None:
+async def test_malformed_horizon_pages_are_transient(
+    pubnet: StellarAdapter, pages: Pages, mangle: Any
+) -> None:
     tx = load("transaction")
     payee = "GAWKQ5X65RGMP7WOIBWXUN4TVR3JLD4XIZDETYGIK2KZBKWDSXNQEZOA"
     muxed = MuxedAccount(payee, 7).account_muxed
     assert muxed is not None
-    real = pubnet._call
-
-    async def mangled(call: Any) -> Any:
-        page = json.loads(json.dumps(await real(call)))
-        mangle(page)
-        return page
-
-    pubnet._call = mangled  # type: ignore[method-assign]
+    pages.mangle = mangle
     with pytest.raises(RpcUnavailable):
         await pubnet.observe(Query(tx["hash"], "native", muxed, 1))
 
 
-async def test_null_fee_bump_fields_are_read_as_absent(pubnet: StellarAdapter) -> None:
+async def test_null_fee_bump_fields_are_read_as_absent(
+    pubnet: StellarAdapter, pages: Pages
+) -> None:
     tx = load("transaction")
-    real = pubnet._call
 
-    async def nulled(call: Any) -> Any:
-        page = json.loads(json.dumps(await real(call)))
+    def nulled(page: Any) -> None:
         page["_embedded"]["records"][0]["transaction"]["fee_bump_transaction"] = None
-        return page
 
-    pubnet._call = nulled  # type: ignore[method-assign]
+    pages.mangle = nulled
     obs = await pubnet.observe(Query(tx["hash"], "native", PAYEE, 1))
     assert obs.txid == tx["hash"] and obs.aliases == ()
 

@@ -11,20 +11,11 @@ import httpx
 import pytest
 from pytoniq_core import Cell, Slice, Transaction
 
-from chains.ton import TONAdapter
-from chains.ton.codec import (
-    canonical_hash,
-    cell_from_b64,
-    cell_hash_hex,
-    comment_of,
-    jetton_message,
-    normalize_address,
-    parse_locator,
-)
+from chains.ton import TONAdapter, codec
 from devchain.ton_chain import TonLedger, account_for, notification_body
 from devchain.toncenter import ToncenterServer
 from tests.harness_ton import MASTER, PAYEE, PAYER, friendly
-from tests.support import RECORDED
+from tests.support import RECORDED, shape
 from verifier.adapter import InvalidProof
 from verifier.settings import NetworkSettings
 
@@ -60,17 +51,9 @@ def test_real_toncenter_body_hashes_match() -> None:
     tx = json.loads(SAMPLE.read_text())["transactions"][0]
     for msg in [tx["in_msg"], *tx["out_msgs"]]:
         content = msg["message_content"]
-        body = cell_from_b64(content["body"])
-        assert cell_hash_hex(body) == canonical_hash(content["hash"])
-        assert comment_of(body) is None  # op 9 / 0x18: not comments
-
-
-def _shape(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shape(value[0])] if value else []
-    return type(value).__name__
+        body = codec.cell_from_b64(content["body"])
+        assert codec.cell_hash_hex(body) == codec.canonical_hash(content["hash"])
+        assert codec.comment_of(body) is None  # op 9 / 0x18: not comments
 
 
 def test_local_server_speaks_the_real_v3_shape() -> None:
@@ -88,15 +71,15 @@ def test_local_server_speaks_the_real_v3_shape() -> None:
     assert set(real) <= set(local)  # real replies also carry an address_book
     assert set(local_tx) == set(real_tx)
     for key in ("account", "hash", "lt", "now", "mc_block_seqno", "block_ref"):
-        assert _shape(local_tx[key]) == _shape(real_tx[key]), key
+        assert shape(local_tx[key]) == shape(real_tx[key]), key
     # decoded is null for bodies toncenter does not render (a jetton transfer, like the sample's)
-    assert _shape(jetton["transactions"][0]["in_msg"]) == _shape(real_tx["in_msg"])
+    assert shape(jetton["transactions"][0]["in_msg"]) == shape(real_tx["in_msg"])
     assert local_tx["in_msg"]["message_content"]["decoded"]["comment"] == "hello"
     real_descr, local_descr = real_tx["description"], local_tx["description"]
     assert set(local_descr) <= set(real_descr)
-    assert _shape(local_descr["compute_ph"]) == _shape(real_descr["compute_ph"])
+    assert shape(local_descr["compute_ph"]) == shape(real_descr["compute_ph"])
     out = jetton["transactions"][0]["out_msgs"][0]
-    assert _shape(out) == _shape(real_tx["out_msgs"][1])
+    assert shape(out) == shape(real_tx["out_msgs"][1])
     # and the transaction cell behind it is a real TL-B Transaction
     parsed = Transaction.deserialize(Slice.one_from_boc(ledger.txs[h].cell.to_boc()))
     assert parsed.in_msg.info.value_coins == 10**7 and parsed.now == local_tx["now"]
@@ -120,8 +103,8 @@ def test_address_forms_normalize_to_one() -> None:
         friendly(raw, url_safe=False),
     ]
     assert len(set(forms)) == len(forms)
-    assert {normalize_address(f) for f in forms} == {raw}
-    assert normalize_address(friendly(account_for("m", -1))).startswith("-1:")
+    assert {codec.normalize_address(f) for f in forms} == {raw}
+    assert codec.normalize_address(friendly(account_for("m", -1))).startswith("-1:")
 
 
 @pytest.mark.parametrize(
@@ -130,7 +113,7 @@ def test_address_forms_normalize_to_one() -> None:
 )
 def test_malformed_addresses_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError):
-        normalize_address(bad)
+        codec.normalize_address(bad)
 
 
 def test_hash_forms_and_locators() -> None:
@@ -142,12 +125,12 @@ def test_hash_forms_and_locators() -> None:
         base64.urlsafe_b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode().rstrip("="),
     ):
-        assert canonical_hash(form) == expected
-    assert canonical_hash("ab" * 31) is None and canonical_hash("!" * 44) is None
+        assert codec.canonical_hash(form) == expected
+    assert codec.canonical_hash("ab" * 31) is None and codec.canonical_hash("!" * 44) is None
     adapter = TONAdapter("tvm:-3", NetworkSettings(rpc_urls=["http://127.0.0.1:9"]))
     loc = adapter.canonical_txid(f"ton:{friendly(PAYEE)}|n1.k1.nonce")
     assert loc == f"ton:{PAYEE}|n1.k1.nonce"
-    assert parse_locator(loc) is not None and parse_locator(expected) is None
+    assert codec.parse_locator(loc) is not None and codec.parse_locator(expected) is None
     for bad in ("ton:nope|x", f"ton:{PAYEE}|", "deadbeef"):
         with pytest.raises(InvalidProof):
             adapter.canonical_txid(bad)
@@ -155,7 +138,7 @@ def test_hash_forms_and_locators() -> None:
 
 def test_jetton_bodies_parse_with_forward_comment() -> None:
     body = notification_body(1_500_000, PAYER, "the memo")
-    parsed = jetton_message(body)
+    parsed = codec.jetton_message(body)
     assert parsed is not None
     assert (parsed.amount, parsed.sender, parsed.forward_comment) == (1_500_000, PAYER, "the memo")
-    assert jetton_message(Cell.one_from_boc(Cell.empty().to_boc())) is None
+    assert codec.jetton_message(Cell.one_from_boc(Cell.empty().to_boc())) is None

@@ -13,44 +13,27 @@ import pytest
 from chains.ton import TONAdapter
 from devchain.ton_chain import account_for
 from tests.harness_ton import MASTER, NETWORK, PAYEE, PAYER, STRANGER, TonEnv, friendly, ton_env
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.support import SettingsFactory, Shop, connected_gate, ext, reason, running_worker
 from verifier.adapter import Query, RpcUnavailable
-from verifier.gate import Gate, Offer
+from verifier.gate import Gate
 from verifier.models import (
-    Accept,
     Failure,
-    PaymentPayload,
-    ProofBody,
     ReasonCode,
     Receipt,
-    ResourceInfo,
 )
-from verifier.settings import AcceptSettings, NetworkSettings
-from verifier.wire import decode_payment_required, encode_json
+from verifier.settings import NetworkSettings
 
 RESOURCE = "http://ton.test/item"
 TON = {"asset": "native", "amount": 20_000_000}
 JETTON = {"asset": "JUSD", "amount": 1_500_000}
 
 
-class TonShop:
+class TonShop(Shop):
     def __init__(self, gate: Gate, env: TonEnv) -> None:
-        self.gate = gate
+        super().__init__(gate, RESOURCE, network=NETWORK, pay_to=friendly(PAYEE), **TON)
         self.env = env
 
-    def offer(self, **terms: Any) -> tuple[Accept, list[Offer]]:
-        spec: dict[str, Any] = {"network": NETWORK, "pay_to": friendly(PAYEE), **TON, **terms}
-        offers = self.gate.offers([AcceptSettings(**spec)])
-        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers)
-        return decode_payment_required(encode_json(required)).accepts[0], offers
-
-    async def settle(
-        self, accept: Accept, tx: str, offers: list[Offer], wait: float = 10
-    ) -> Receipt | Failure:
-        header = encode_json(
-            PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
-        )
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
+    settle = Shop.settle_tx  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -67,13 +50,8 @@ def strip_pin(requests: list[str]) -> list[str]:
     return [r for r in requests if r != "/api/v3/masterchainInfo"]
 
 
-def reason(outcome: Receipt | Failure) -> ReasonCode | None:
-    return None if isinstance(outcome, Receipt) else outcome.error_reason
-
-
 def paid(outcome: Receipt | Failure) -> str:
-    assert isinstance(outcome, Receipt), outcome
-    return str(outcome.extensions["onchain-proof"]["paidAmount"])
+    return str(ext(outcome)["paidAmount"])
 
 
 async def test_ton_payment_with_comment_and_hash_forms(shop: TonShop) -> None:

@@ -1,4 +1,9 @@
-"""The protocol every chain adapter implements, and the errors it raises.
+"""The protocol every chain adapter implements, and all an adapter may use of the core.
+
+Modules under ``chains/`` (and third-party adapters) import from the core only this module: the
+protocol, the ``Query`` they answer, the ``Observation`` and ``Transfer`` they report, the
+errors they raise, ``NetworkSettings`` (their configuration) and ``NATIVE`` (the asset id of a
+chain's own coin). ``tests/test_adapter_base.py`` holds ``chains/`` to it.
 
 An adapter *observes*: it turns one transaction of its chain into an ``Observation`` (or raises a
 ``TransientError`` when the chain cannot tell yet). It never decides whether a payment counts; the
@@ -13,8 +18,9 @@ One instance is created per configured network at worker start, ``start()`` pins
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
+from verifier.assets import NATIVE
 from verifier.errors import (
     FinalError,
     InvalidProof,
@@ -25,15 +31,15 @@ from verifier.errors import (
     WrongChain,
 )
 from verifier.models import Finality, Observation, Transfer
-
-if TYPE_CHECKING:
-    from verifier.settings import NetworkSettings
+from verifier.settings import NetworkSettings
 
 __all__ = [
+    "NATIVE",
     "ChainAdapter",
     "FinalError",
     "Finality",
     "InvalidProof",
+    "NetworkSettings",
     "NotFinal",
     "Observation",
     "Query",

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import ClassVar
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING, ClassVar
 
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from chains.jsonrpc import JsonRpcClient, SharedReads
+from chains.jsonrpc import JsonRpcAdapter
 from chains.solana.parse import (
     RpcSignatureStatus,
     RpcTransaction,
@@ -45,68 +47,37 @@ from chains.solana.parse import (
     observe_transaction,
 )
 from verifier.adapter import (
+    NATIVE,
     Finality,
     InvalidProof,
     NotFinal,
-    Observation,
-    Query,
     RpcUnavailable,
     TxNotFound,
     WrongChain,
 )
-from verifier.assets import NATIVE
-from verifier.settings import NetworkSettings
+
+if TYPE_CHECKING:
+    from verifier.adapter import Observation, Query
 
 
-class SolanaAdapter:
+class SolanaAdapter(JsonRpcAdapter):
     """Adapter for one Solana cluster, over JSON-RPC."""
 
     namespace: ClassVar[str] = "solana"
+    network_pattern = re.compile(r"solana:(.{32})")
 
-    def __init__(self, network: str, config: NetworkSettings) -> None:
-        namespace, _, reference = network.partition(":")
-        if namespace != self.namespace or len(reference) != 32:
-            raise ValueError(f"{network} is not a solana network (solana:<genesis hash[:32]>)")
-        self.network = network
-        self.reference = reference
-        self.config = config
+    @property
+    def commitment(self) -> str:
         # "latest" is the settings default for every family; on Solana it means "confirmed".
-        self.commitment = "finalized" if config.finality == "finalized" else "confirmed"
-        self.rpc: JsonRpcClient | None = None
-        self._slots: SharedReads[int] = SharedReads(config.head_cache_seconds)
+        return "finalized" if self.config.finality == "finalized" else "confirmed"
 
-    @classmethod
-    def create(cls, network: str, config: NetworkSettings) -> SolanaAdapter:
-        return cls(network, config)
-
-    async def start(self) -> None:
-        """Pin every reachable endpoint to the configured genesis hash; refuse a mismatch."""
-        if self.rpc is None:
-            self.rpc = JsonRpcClient(
-                self.config.rpc_urls, timeout=self.config.rpc_timeout, pin=self._pin
-            )
-        try:
-            await self.rpc.endpoints.pin_all(self.network)
-        except WrongChain:
-            await self.close()
-            raise
-
-    async def _pin(self, url: str) -> None:
-        served = await self._client().call_url(url, "getGenesisHash", [])
+    async def pin(self, url: str) -> None:
+        """The URL's ``getGenesisHash`` must start with the configured reference."""
+        served = await self.api.call_url(url, "getGenesisHash", [])
         if not isinstance(served, str):
             raise RpcUnavailable(f"{url}: malformed getGenesisHash reply")
         if served[:32] != self.reference:
             raise WrongChain(f"{url} serves genesis {served}, configured {self.network}")
-
-    async def close(self) -> None:
-        if self.rpc is not None:
-            await self.rpc.aclose()
-            self.rpc = None
-
-    def _client(self) -> JsonRpcClient:
-        if self.rpc is None:
-            raise RpcUnavailable(f"{self.network} adapter is not started")
-        return self.rpc
 
     # -- normalization -------------------------------------------------------------------
 
@@ -127,18 +98,16 @@ class SolanaAdapter:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def _slot(self) -> int:
-        async def fetch() -> int:
-            slot = await self._client().call("getSlot", [{"commitment": self.commitment}])
-            if not isinstance(slot, int):
-                raise RpcUnavailable("malformed getSlot reply")
-            return slot
-
-        return await self._slots.get(self.commitment, fetch)
+    async def read_head(self, key: str) -> int:
+        """The slot at commitment ``key``."""
+        slot = await self.api.call("getSlot", [{"commitment": key}])
+        if not isinstance(slot, int):
+            raise RpcUnavailable("malformed getSlot reply")
+        return slot
 
     async def _not_returned(self, txid: str) -> None:
         """Why ``getTransaction`` returned nothing: not deep enough yet, or not known."""
-        reply = await self._client().call(
+        reply = await self.api.call(
             "getSignatureStatuses", [[txid], {"searchTransactionHistory": False}]
         )
         values = reply.get("value") if isinstance(reply, dict) else None
@@ -160,9 +129,7 @@ class SolanaAdapter:
             "commitment": self.commitment,
             "maxSupportedTransactionVersion": 0,
         }
-        tx: RpcTransaction | None = await self._client().call(
-            "getTransaction", [query.txid, config]
-        )
+        tx: RpcTransaction | None = await self.api.call("getTransaction", [query.txid, config])
         if tx is None:
             await self._not_returned(query.txid)
         if not isinstance(tx, dict):
@@ -183,21 +150,9 @@ class SolanaAdapter:
         slot = tx.get("slot")
         if not isinstance(slot, int):
             raise RpcUnavailable(f"{query.txid}: getTransaction reply has no slot")
-        head = await self._slot()
-        if head < slot:  # the shared slot predates this transaction: read it again
-            self._slots.forget(self.commitment)
-            head = await self._slot()
+        head = await self.head(self.commitment, at_least=slot)
         finality = Finality.FINALIZED if self.commitment == "finalized" else Finality.CONFIRMED
-        return Observation(
-            txid=obs.txid,
-            success=obs.success,
-            block_ref=obs.block_ref,
-            block_time=obs.block_time,
-            confirmations=max(1, head - slot + 1),
-            finality=finality,
-            transfers=obs.transfers,
-            memos=obs.memos,
-        )
+        return replace(obs, confirmations=max(1, head - slot + 1), finality=finality)
 
     async def verify_signature(self, account: str, message: bytes, signature: str) -> bool:
         """ed25519 over ``message`` by ``account``.

@@ -12,13 +12,13 @@ from typing import Any, TypedDict
 from solders.pubkey import Pubkey
 
 from verifier.adapter import (
+    NATIVE,
     Finality,
     Observation,
     Query,
     RpcUnavailable,
     Transfer,
 )
-from verifier.assets import NATIVE
 
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"

@@ -1,8 +1,8 @@
 """Horizon's JSON shapes and what a payment verifier reads from them, without I/O.
 
 Raw shapes stay ``TypedDict``s at this edge. Everything here is a pure function of one
-``/transactions/{hash}/operations?join=transactions`` page, so it is tested directly against
-real recorded Horizon responses.
+``/transactions/{hash}/operations?join=transactions`` page (or the root endpoint), so it is
+tested directly against real recorded Horizon responses.
 
 * Counted as payments: ``payment``, ``path_payment_strict_send``, ``path_payment_strict_receive``
   (their ``amount``: what the destination received, never ``source_amount``) and
@@ -24,13 +24,17 @@ from typing import TypedDict
 
 from stellar_sdk import MuxedAccount, StrKey
 
-from verifier.adapter import RpcUnavailable, Transfer
-from verifier.assets import NATIVE
+from verifier.adapter import NATIVE, RpcUnavailable, Transfer
 
 STROOPS = 10**7
 _AMOUNT = re.compile(r"^[0-9]{1,12}\.[0-9]{7}$")
 _CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 PAYMENT_TYPES = frozenset({"payment", "path_payment_strict_send", "path_payment_strict_receive"})
+
+
+class HorizonRoot(TypedDict, total=False):
+    network_passphrase: str
+    history_latest_ledger: int
 
 
 class HorizonInner(TypedDict, total=False):

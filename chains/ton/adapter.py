@@ -29,7 +29,9 @@ from typing import ClassVar
 
 from pytoniq_core import Address, begin_cell
 
-from chains.jsonrpc import SharedReads
+from chains.base import RpcAdapter, SharedReads
+from chains.endpoints import Endpoints
+from chains.http import Transport
 from chains.ton.codec import (
     _PARSE_ERRORS,
     OP_TRANSFER_NOTIFICATION,
@@ -45,8 +47,10 @@ from chains.ton.codec import (
 from chains.ton.messages import b64_hex, in_comments, message_body, nanotons, notified_owners
 from chains.ton.toncenter import Toncenter, V3Message, V3StackEntry, V3Transaction
 from verifier.adapter import (
+    NATIVE,
     Finality,
     InvalidProof,
+    NetworkSettings,
     NotFinal,
     Observation,
     Query,
@@ -55,11 +59,8 @@ from verifier.adapter import (
     TxNotFound,
     WrongChain,
 )
-from verifier.assets import NATIVE
-from verifier.settings import NetworkSettings
 
 UNVERIFIED_JETTON = "unverified-jetton:"
-_NETWORK = re.compile(r"^tvm:(-?[0-9]{1,10})$")
 _WALLET_TTL = 7 * 86400.0
 
 
@@ -71,63 +72,38 @@ def _pays(obs: Observation, query: Query) -> bool:
     return obs.success and bool(to_payee) and sum(to_payee) >= query.amount
 
 
-class TONAdapter:
+class TONAdapter(RpcAdapter[Toncenter]):
     """Adapter for one TON network, over toncenter API v3."""
 
     namespace: ClassVar[str] = "tvm"
+    network_pattern = re.compile(r"tvm:(-?[0-9]{1,10})")
 
-    def __init__(self, network: str, config: NetworkSettings) -> None:
-        m = _NETWORK.match(network)
-        if m is None:
-            raise ValueError(f"{network} is not a tvm network")
-        self.network = network
-        self.global_id = int(m.group(1))
-        self.config = config
-        self.client: Toncenter | None = None
+    def __init__(
+        self, network: str, config: NetworkSettings, *, transport: Transport | None = None
+    ) -> None:
+        super().__init__(network, config, transport=transport)
+        self.global_id = int(self.reference)
         self.scan_limit = int(config.options.get("scan_limit", 100))
         # A locator scan starts this long before the challenge's issue time (clock skew).
         self.scan_skew = int(config.options.get("scan_skew", 120))
         self.scan_pages = int(config.options.get("scan_pages", 20))
         self._wallets: SharedReads[str] = SharedReads(_WALLET_TTL, max_entries=4096)
-        self._heads: SharedReads[int] = SharedReads(config.head_cache_seconds)
 
-    @classmethod
-    def create(cls, network: str, config: NetworkSettings) -> TONAdapter:
-        return cls(network, config)
+    def open_api(self, endpoints: Endpoints, transport: Transport) -> Toncenter:
+        headers = {"accept": "application/json"}
+        api_key = self.config.options.get("api_key")
+        if api_key:
+            headers["X-API-Key"] = str(api_key)
+        return Toncenter(endpoints, transport, headers=headers)
 
-    async def start(self) -> None:
-        """Pin every reachable base URL to the configured global id; refuse to start otherwise."""
-        if self.client is None:
-            api_key = self.config.options.get("api_key")
-            self.client = Toncenter(
-                self.config.rpc_urls,
-                timeout=self.config.rpc_timeout,
-                api_key=str(api_key) if api_key else None,
-                pin=self._pin,
-            )
-        try:
-            await self.client.endpoints.pin_all(self.network)
-        except WrongChain:
-            await self.close()
-            raise
-
-    async def _pin(self, url: str) -> None:
-        info = await self._client().masterchain_info(url)
+    async def pin(self, url: str) -> None:
+        """The URL's ``masterchainInfo`` must report the configured global id."""
+        info = await self.api.masterchain_info(url)
         served = (info.get("last") or {}).get("global_id")
         if not isinstance(served, int):
             raise RpcUnavailable(f"{url}: masterchainInfo has no global_id")
         if served != self.global_id:
             raise WrongChain(f"{url} serves global id {served}, configured {self.network}")
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
-
-    def _client(self) -> Toncenter:
-        if self.client is None:
-            raise RpcUnavailable(f"{self.network} adapter is not started")
-        return self.client
 
     # -- normalization -------------------------------------------------------------------
 
@@ -160,7 +136,7 @@ class TONAdapter:
         async def fetch() -> str:
             arg = begin_cell().store_address(Address(owner)).end_cell().to_boc()
             stack: list[V3StackEntry] = [{"type": "slice", "value": base64.b64encode(arg).decode()}]
-            result = await self._client().run_get_method(master, "get_wallet_address", stack)
+            result = await self.api.run_get_method(master, "get_wallet_address", stack)
             entries = result.get("stack") or []
             if result.get("exit_code") != 0 or not entries:
                 raise RpcUnavailable(f"get_wallet_address on {master} failed: {result!r:.200}")
@@ -172,14 +148,12 @@ class TONAdapter:
 
         return await self._wallets.get((master, owner), fetch)
 
-    async def _last_mc_seqno(self) -> int:
-        async def fetch() -> int:
-            seqno = ((await self._client().masterchain_info()).get("last") or {}).get("seqno")
-            if not isinstance(seqno, int):
-                raise RpcUnavailable("masterchainInfo has no last seqno")
-            return seqno
-
-        return await self._heads.get("last", fetch)
+    async def read_head(self, key: str) -> int:
+        """The last masterchain block's seqno (``key`` is always ``last``)."""
+        seqno = ((await self.api.masterchain_info()).get("last") or {}).get("seqno")
+        if not isinstance(seqno, int):
+            raise RpcUnavailable("masterchainInfo has no last seqno")
+        return seqno
 
     async def observe(self, query: Query) -> Observation:
         try:
@@ -191,7 +165,7 @@ class TONAdapter:
                 raise InvalidProof("the locator names another challenge")
             tx = await self._locate(query)
         else:
-            txs = await self._client().transactions(hash=query.txid, limit=1)
+            txs = await self.api.transactions(hash=query.txid, limit=1)
             if not txs:
                 raise TxNotFound(f"{query.txid} is not indexed (yet)")
             tx = txs[0]
@@ -215,7 +189,7 @@ class TONAdapter:
         # Page through the payee's transactions since the challenge (oldest first), up to
         # scan_pages pages of scan_limit: a busy payee must not hide a payment made in time.
         for page in range(self.scan_pages):
-            txs = await self._client().transactions(
+            txs = await self.api.transactions(
                 account=account,
                 start_utime=max(0, query.issued_at - self.scan_skew),
                 limit=self.scan_limit,
@@ -304,10 +278,7 @@ class TONAdapter:
                         memos.append(jetton.forward_comment)
         confirmations = 1
         if query.min_confirmations > 1:
-            last = await self._last_mc_seqno()
-            if last < mc_seqno:
-                self._heads.forget("last")
-                last = await self._last_mc_seqno()
+            last = await self.head("last", at_least=mc_seqno)
             confirmations = max(1, last - mc_seqno + 1)
         ref = tx.get("block_ref") or {}
         return Observation(
@@ -327,7 +298,7 @@ class TONAdapter:
         msg_hash = b64_hex(msg.get("hash"))
         if msg_hash is None:
             raise RpcUnavailable("toncenter message without a hash")
-        for parent in await self._client().transactions_by_message(str(msg.get("hash")), "out"):
+        for parent in await self.api.transactions_by_message(str(msg.get("hash")), "out"):
             outs = parent.get("out_msgs") or []
             if normalize_address(str(parent.get("account"))) == sender and any(
                 b64_hex(out.get("hash")) == msg_hash for out in outs

@@ -1,10 +1,8 @@
 """A small client for toncenter API v3, and the raw shapes it returns (as ``TypedDict``s).
 
 Everything that goes wrong at this edge (transport errors, timeouts, HTTP 429 and 5xx, replies
-that are not the expected JSON) becomes ``RpcUnavailable``, a transient error. Only idempotent
-reads go through it, so trying the next base URL after a failure is always safe. Each base URL is
-pinned once (``pin(url)``) before its first use, so an endpoint that was down when the worker
-started is still checked for the right network before it is believed.
+that are not the expected JSON) becomes ``RpcUnavailable``, a transient error (``chains.rest``).
+Only idempotent reads go through it, so trying the next base URL after a failure is always safe.
 
 Shapes, as toncenter v3 serves them (``GET /api/v3/transactions``, ``GET
 /api/v3/transactionsByMessage``, ``GET /api/v3/masterchainInfo``, ``POST
@@ -14,12 +12,9 @@ strings, raw addresses are ``<wc>:<HEX>`` in upper case.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict
 
-import httpx
-
-from chains.endpoints import Endpoints
+from chains.rest import RestClient
 from verifier.adapter import RpcUnavailable
 
 
@@ -118,79 +113,22 @@ class V3GetMethodResult(TypedDict, total=False):
     stack: list[V3StackEntry]
 
 
-class Toncenter:
-    """GET/POST JSON against an ordered list of toncenter base URLs, with failover."""
-
-    def __init__(
-        self,
-        urls: Sequence[str],
-        *,
-        timeout: float = 10.0,
-        api_key: str | None = None,
-        pin: Callable[[str], Awaitable[None]] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.endpoints = Endpoints([u.rstrip("/") for u in urls], pin)
-        headers = {"accept": "application/json"}
-        if api_key:
-            headers["X-API-Key"] = api_key
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport,
-            headers=headers,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
-        self.requests_sent = 0  # HTTP round trips, for the benchmark and tests
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def request_url(
-        self, url: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
-    ) -> Any:
-        """One request to one base URL, no failover (network pinning)."""
-        self.requests_sent += 1
-        try:
-            if body is None:
-                reply = await self._client.get(url.rstrip("/") + path, params=params)
-            else:
-                reply = await self._client.post(url.rstrip("/") + path, json=body)
-        except httpx.HTTPError as exc:
-            raise RpcUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if reply.status_code == 429 or reply.status_code >= 500:
-            raise RpcUnavailable(f"{url}{path}: HTTP {reply.status_code}")
-        if reply.status_code != 200:
-            raise RpcUnavailable(f"{url}{path}: unexpected HTTP {reply.status_code}")
-        try:
-            data = reply.json()
-        except ValueError as exc:
-            raise RpcUnavailable(f"{url}{path}: reply is not JSON") from exc
-        if not isinstance(data, dict):
-            raise RpcUnavailable(f"{url}{path}: reply is not a JSON object")
-        return data
-
-    async def request(
-        self, path: str, *, params: dict[str, Any] | None = None, body: Any = None
-    ) -> Any:
-        """The reply of the first base URL that answers, trying them in order of preference."""
-        return await self.endpoints.first(
-            lambda url: self.request_url(url, path, params=params, body=body)
-        )
+class Toncenter(RestClient):
+    """toncenter v3's reads, on ``chains.rest.RestClient`` (failover across base URLs)."""
 
     async def transactions(self, **params: Any) -> list[V3Transaction]:
-        data: V3Transactions = await self.request("/api/v3/transactions", params=params)
-        txs = data.get("transactions")
-        if not isinstance(txs, list):
-            raise RpcUnavailable("toncenter transactions reply has no list")
-        return txs
+        return await self._transactions("/api/v3/transactions", params)
 
     async def transactions_by_message(self, msg_hash: str, direction: str) -> list[V3Transaction]:
         """The transactions that received (``in``) or sent (``out``) the message ``msg_hash``."""
         params = {"msg_hash": msg_hash, "direction": direction, "limit": 8}
-        data: V3Transactions = await self.request("/api/v3/transactionsByMessage", params=params)
+        return await self._transactions("/api/v3/transactionsByMessage", params)
+
+    async def _transactions(self, path: str, params: dict[str, Any]) -> list[V3Transaction]:
+        data: V3Transactions = await self.request(path, params=params)
         txs = data.get("transactions")
         if not isinstance(txs, list):
-            raise RpcUnavailable("toncenter transactionsByMessage reply has no list")
+            raise RpcUnavailable(f"toncenter {path} reply has no list")
         return txs
 
     async def masterchain_info(self, url: str | None = None) -> V3MasterchainInfo:
