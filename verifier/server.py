@@ -26,6 +26,7 @@ Every limit is a ``[gate]`` setting, and each bounds what one client can hold:
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import ClassVar
 
 import uvicorn
@@ -158,6 +159,21 @@ class RequestLimits:
 def _refusal(status: int, error: str) -> JSONResponse:
     # No "Connection: close": a client still sending its body would get a reset, not this answer.
     return JSONResponse({"error": error}, status_code=status)
+
+
+def check_listen(host: str, port: int) -> None:
+    """``OSError`` (address in use, not this host's) if the gate could not listen on ``host:port``.
+
+    Binds and closes a socket per address the way asyncio's ``create_server`` will (with
+    ``SO_REUSEADDR``), so that ``x402-verifier gate`` says so in one line before it connects.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
 
 
 def build_config(

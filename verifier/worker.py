@@ -331,6 +331,8 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
         # skipping them every few milliseconds cost more CPU than the jobs (make bench, 50 ms RPC).
         "queue_read_limit": w.queue_read_limit or w.max_jobs,
         "job_timeout": w.job_timeout,
+        # The key `x402-verifier doctor --worker` reads (arq's default: every hour).
+        "health_check_interval": w.health_check_interval,
         "max_tries": MAX_TRIES,
         "keep_result": 60,
         # Outcomes are in Redis (keys, stream) already; logging each one again costs CPU.
