@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, EvmEnv, Shop
+from tests.rpc_proxy import RpcProxy
 from tests.support import KEY, connected_gate
+from tests.test_worker_kill import CONFIG as WORKER_CONFIG
 from verifier.settings import load_settings
 
 CONFIG = """
@@ -257,3 +261,55 @@ def test_gate_port_in_use_is_one_line(tmp_path: Path) -> None:
         port = str(taken.getsockname()[1])
         out = cli("gate", "--config", str(config), "--host", "127.0.0.1", "--port", port)
     one_line_error(out, 3, f"cannot listen on 127.0.0.1:{port} (gate.host, gate.port)")
+
+
+def start_worker(config: Path, log: Path, proxy: RpcProxy) -> subprocess.Popen[bytes]:
+    """A worker process, once it has started and pinned its network through ``proxy``."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "verifier.cli", "worker", "--config", str(config)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while proxy.requests < 1:
+        assert time.monotonic() < deadline and worker.poll() is None, log.read_text()
+        time.sleep(0.05)
+    return worker
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_worker_stopped_while_writing_a_result_exits_cleanly(
+    evm: EvmEnv, redis_server: Any, redis: Any, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """A stop that lands while a job's result is being written (its write held here by pausing
+    Redis writes), and another stop during the shutdown, as an impatient operator sends: the
+    worker waits for the write, closes, exits 0, and prints no CancelledError traceback."""
+    with RpcProxy(evm.anvil.url) as proxy:
+        config = tmp_path / "verifier.toml"
+        config.write_text(
+            WORKER_CONFIG.format(
+                redis=redis_server.url, key=KEY, network=NETWORK, rpc=proxy.url, token=evm.token
+            )
+        )
+        log = tmp_path / "worker.log"
+        worker = start_worker(config, log, proxy)
+        try:
+            async with connected_gate(load_settings(config)) as gate:
+                shop = Shop(gate, evm)
+                accept, offers = shop.offer()
+                proxy.delay = 1.0  # the job's chain reads take a while: it is in flight
+                proxy.seen.clear()
+                header = shop.proof(accept, shop.pay(accept))
+                await gate.settle(header, resource=RESOURCE, offers=offers, timeout=0.1)
+                assert await asyncio.to_thread(proxy.seen.wait, 10)
+                await redis.execute_command("CLIENT", "PAUSE", "4000", "WRITE")
+                await asyncio.sleep(1.5)
+                worker.send_signal(stop)  # the job gives way; its result write waits for Redis
+                await asyncio.sleep(0.3)
+                worker.send_signal(stop)
+                assert await asyncio.to_thread(worker.wait, 30) == 0, log.read_text()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and "CancelledError" not in text, text
