@@ -230,6 +230,11 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path, text: str, fragme
         ),
         _route(accept=f'asset = "0x{"22" * 20}"\npay_to = "{EVM_PAYEE.lower()}"\namount = 1')
         + _asset("eip155:8453", "TOK", "0x" + "22" * 20),
+        # A built-in token by its address, in any case: no [[assets]] entry needed.
+        _route(
+            accept='asset = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"\n'
+            f'pay_to = "{EVM_PAYEE}"\namount = 1'
+        ),
         # The built-in USDC on Base overridden by [[assets]]: allowed, it is not a duplicate.
         _route() + _asset("eip155:8453", "USDC", "0x" + "33" * 20),
         _route(network="acme:1", accept='asset = "COIN"\npay_to = "shop"\namount = 1')
@@ -313,3 +318,18 @@ def test_delivery_policy_defaults_and_entitlement(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings("/nonexistent/verifier.toml")
+
+
+def test_the_readme_library_sample_configuration_serves_its_offer(tmp_path: Path) -> None:
+    from verifier.gate import resolve_offer
+    from verifier.settings import AcceptSettings
+
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    section = readme.split("### The gate as a library", 1)[1]
+    sample = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "verifier.toml"
+    path.write_text(sample + KEYS)
+    settings = load_settings(path)
+    accept = AcceptSettings(network="eip155:8453", asset="USDC", pay_to=EVM_PAYEE, price="0.10")
+    offer = resolve_offer(accept, settings, settings.asset_registry())
+    assert (offer.amount, offer.min_confirmations) == (100_000, 3)
