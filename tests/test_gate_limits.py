@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -241,29 +242,53 @@ async def send_slowly(stream: Stream, data: bytes, piece: int) -> tuple[int, dic
         return parse_head(await reader.readuntil(b"\r\n\r\n"))
 
 
-async def test_a_large_proof_header_reaches_the_gate(limited: Limited) -> None:
-    proof = "x" * 20 * 1024
-    async with serve(limited()) as port, connection(port) as stream:
-        status, headers = await send_slowly(
-            stream, get("/report", f"PAYMENT-SIGNATURE: {proof}"), 4096
-        )
-        # The gate read the proof (and refused it: it is no proof), not the server a 431.
-        assert status == 402 and "payment-response" in headers
+async def answer(
+    stream: Stream, raw: bytes, piece: int | None
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` at once (``piece`` None) or slowly in pieces; the whole answer."""
+    if piece is None:
+        stream[1].write(raw)
+        return await read_response(stream[0])
+    status, headers = await send_slowly(stream, raw, piece)
+    async with asyncio.timeout(5):
+        if "content-length" in headers:
+            return status, headers, await stream[0].readexactly(int(headers["content-length"]))
+        return status, headers, await stream[0].read()
 
 
 @pytest.mark.parametrize("piece", [None, 4096], ids=["at-once", "in-pieces"])
-async def test_headers_over_the_limit_get_4xx_not_5xx(limited: Limited, piece: int | None) -> None:
+async def test_a_proof_header_over_16_kib_is_invalid_payload(
+    limited: Limited, piece: int | None
+) -> None:
+    """Within max_header_bytes, an oversized proof reaches the gate: 402 invalid_payload."""
+    proof = "x" * 20 * 1024
+    async with serve(limited()) as port, connection(port) as stream:
+        status, headers, _ = await answer(
+            stream, get("/report", f"PAYMENT-SIGNATURE: {proof}"), piece
+        )
+        assert status == 402
+        refusal = json.loads(base64.b64decode(headers["payment-response"]))
+        assert refusal["errorReason"] == "invalid_payload" and "16384" in refusal["errorMessage"]
+
+
+# However the head arrives (h11 refuses an incomplete one as it grows, the gate a complete one),
+# the answer is the same documented 431 with a JSON error, never a bare 400.
+@pytest.mark.parametrize("piece", [None, 4096], ids=["at-once", "in-pieces"])
+@pytest.mark.parametrize("size", [40, 200], ids=["just-over", "far-over"])
+async def test_headers_over_the_limit_get_431(
+    limited: Limited, piece: int | None, size: int
+) -> None:
     settings = limited(max_header_bytes=32 * 1024)
-    raw = get("/report", *(f"X-Filler-{i}: {'y' * 1000}" for i in range(40)))
+    raw = get("/report", *(f"X-Filler-{i}: {'y' * 1000}" for i in range(size)))
     async with serve(settings) as port, connection(port) as stream:
-        if piece is None:
-            stream[1].write(raw)
-            status, _, _ = await read_response(stream[0])
-        else:
-            status, _ = await send_slowly(stream, raw, piece)
-        assert status in (400, 431)
+        status, headers, body = await answer(stream, raw, piece)
+    assert status == 431 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "request headers larger than 32768 bytes"}
 
 
 def test_max_header_bytes_leaves_room_for_a_proof(limited: Limited) -> None:
-    with pytest.raises(ValidationError, match="max_header_bytes"):
-        limited(max_header_bytes=8 * 1024)
+    # A 16 KiB proof header and the request's other headers.
+    for too_small in (8 * 1024, 16 * 1024, 32 * 1024 - 1):
+        with pytest.raises(ValidationError, match="max_header_bytes"):
+            limited(max_header_bytes=too_small)
+    assert limited(max_header_bytes=32 * 1024).gate.max_header_bytes == 32 * 1024

@@ -324,3 +324,36 @@ async def test_third_party_adapter_verifies_end_to_end(
         assert outcome.payer == "alice"
         bad = await gate.settle(proof("alice.shop.oops"), resource="/r", offers=offers, timeout=5)
         assert isinstance(bad, Failure) and bad.error_reason is ReasonCode.INVALID_PAYLOAD
+
+
+@pytest.mark.parametrize("namespace", ["hollow", "boom"])
+def test_broken_third_party_plugin_is_one_line_at_the_command_line(
+    namespace: str, broken_distribution: Path, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "one.toml", f'[networks."{namespace}:1"]\nrpc_urls = ["http://127.0.0.1:1"]\n'
+    )
+    done = run_python(
+        "-m", "verifier.cli", "worker", "--config", str(config), pythonpath=broken_distribution
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    target, what = BROKEN[namespace]
+    assert done.stderr.splitlines() == [
+        f"x402-verifier: adapter plugin {namespace!r} ({target}) from broken-chain cannot be "
+        f"loaded: {done.stderr.split('cannot be loaded: ', 1)[1].strip()}"
+    ]
+    assert what in done.stderr
+
+
+def test_broken_plugins_do_not_stop_a_command_that_does_not_use_them(
+    broken_distribution: Path, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "evm.toml", '[networks."eip155:1"]\nrpc_urls = ["http://127.0.0.1:1"]\n'
+    )
+    done = run_python(
+        "-m", "verifier.cli", "doctor", "--config", str(config), pythonpath=broken_distribution
+    )
+    assert "Traceback" not in done.stderr and "x402-verifier:" not in done.stderr, done.stderr
+    assert "adapters    ok    eip155 (x402-verifier)" in done.stdout
+    assert "not imported: boom (broken-chain), " in done.stdout

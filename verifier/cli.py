@@ -1,6 +1,12 @@
 """``x402-verifier``: gate | worker | verify | doctor.
 
-Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start.
+Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start, and
+``-v`` (debug logging) before or after the command's name.
+
+Exit codes: ``0`` done (or stopped by SIGINT / SIGTERM); ``1`` a check failed (``doctor``) or
+the proof does not count (``verify``); ``2`` the configuration (or the command line) is wrong;
+``3`` the process cannot start (Redis unreachable, the gate's port taken). Errors are one line,
+``x402-verifier: <what>``, on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,30 +17,82 @@ import contextlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from verifier.errors import VerifierError
-from verifier.settings import Settings, load_settings
+from redis.exceptions import RedisError
+
+from verifier.errors import RpcUnavailable, VerifierError, WrongChain
+from verifier.settings import NetworkSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from verifier.adapter import ChainAdapter
+    from verifier.registry import Plugin
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_CANNOT_START = 3
+
+
+class CannotStart(Exception):
+    """The process cannot start for a reason outside its configuration (exit code 3)."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    from verifier.server import build_server
+def _redis_down(settings: Settings, exc: BaseException) -> CannotStart:
+    return CannotStart(f"cannot start: Redis at {settings.redis_url} is unreachable ({exc})")
 
-    server = build_server(_settings(args), host=args.host, port=args.port)
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from verifier.server import build_server, check_listen
+
+    settings = _settings(args)
+    host = args.host or settings.gate.host
+    port = settings.gate.port if args.port is None else args.port
+    try:
+        check_listen(host, port)
+    except OSError as exc:
+        raise CannotStart(
+            f"cannot start: cannot listen on {host}:{port} (gate.host, gate.port): {exc}"
+        ) from exc
+    started = False
+
+    async def serve() -> None:
+        nonlocal started
+        from verifier.asgi import create_app
+        from verifier.gate import Gate
+
+        # Connected before the server starts, so that Redis being down is one line here rather
+        # than a traceback from the app's lifespan ("Application startup failed").
+        try:
+            gate = await Gate.connect(settings)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _redis_down(settings, exc) from exc
+        try:
+            server = build_server(settings, create_app(settings, gate), host=host, port=port)
+            try:
+                await server.serve()
+            finally:
+                started = server.started
+        finally:
+            await gate.close()
+
     # As uvicorn.run does: Ctrl-C shuts down gracefully, then uvicorn raises it again.
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    # Also as uvicorn.run: a gate that never started (Redis down, port taken) exits with 3.
-    return 0 if server.started else 3
+        asyncio.run(serve())
+    return 0 if started else EXIT_CANNOT_START
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from verifier.worker import run_worker
 
-    run_worker(_settings(args))
+    settings = _settings(args)
+    try:
+        run_worker(settings)
+    except RedisError as exc:  # arq tried 5 times, 1 s apart
+        raise _redis_down(settings, exc) from exc
     return 0
 
 
@@ -69,57 +127,147 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return asyncio.run(_verify(_settings(args), args.proof, args.resource))
 
 
-async def _doctor(settings: Settings) -> int:
-    from redis.asyncio import Redis
-    from redis.exceptions import RedisError
+#: A well-formed id of a transaction that does not exist, per built-in namespace: asking a node
+#: for it shows whether the node answers (``tx_not_found``) without depending on any real one.
+PROBE_TXIDS = {
+    "eip155": "0x" + "00" * 32,
+    "solana": "1" * 64,
+    "stellar": "00" * 32,
+    "tvm": "00" * 32,
+}
 
+
+async def _probe(adapter: ChainAdapter, namespace: str) -> str | None:
+    """Why the (single) URL of a started adapter cannot be used, or ``None`` when it answers."""
+    from verifier.adapter import Query
+
+    txid = PROBE_TXIDS.get(namespace)
+    if txid is None:
+        return None  # a third-party family: started (its network pinned, if reachable), no probe
+    try:
+        await adapter.observe(Query(txid=txid, asset="native", pay_to="", min_confirmations=1))
+    except RpcUnavailable as exc:
+        return f"unreachable ({exc})"
+    except WrongChain as exc:
+        return str(exc)
+    except VerifierError:
+        pass  # "not found" and the like: the node answered
+    return None
+
+
+async def _check_url(network: str, url: str, config: NetworkSettings, plugin: Plugin) -> bool:
     from verifier.assets import namespace_of
-    from verifier.registry import build_adapters, installed
 
-    ok = True
+    # One adapter per URL: with failover, a dead URL behind a live one would go unnoticed.
+    adapter = plugin.adapter.create(network, config.model_copy(update={"rpc_urls": [url]}))
+    try:
+        await adapter.start()
+        failure = await _probe(adapter, namespace_of(network))
+    except VerifierError as exc:
+        failure = str(exc)
+    finally:
+        await adapter.close()
+    if failure is None:
+        print(f"network     ok    {network} {url}")
+    else:
+        print(f"network     FAIL  {network} {url}: {failure}")
+    return failure is None
+
+
+async def _redis_ok(settings: Settings) -> bool:
+    from redis.asyncio import Redis
+
     redis = Redis.from_url(settings.redis_url)
     try:
         await redis.ping()
         print(f"redis       ok    {settings.redis_url}")
+        return True
     except (RedisError, OSError) as exc:
-        ok = False
         print(f"redis       FAIL  {settings.redis_url}: {exc}")
+        return False
     finally:
         await redis.aclose()
+
+
+async def _workers_ok(settings: Settings) -> bool:
+    """Whether a worker serves the queue: arq's health-check key, which every worker of the
+    queue rewrites each ``worker.health_check_interval`` seconds and which expires a second
+    after that (a worker that stops cleanly deletes it)."""
+    from arq.constants import health_check_key_suffix
+    from redis.asyncio import Redis
+
+    key = settings.queue_name + health_check_key_suffix
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        health = await redis.get(key)
+    except (RedisError, OSError) as exc:
+        print(f"workers     FAIL  {settings.queue_name}: Redis unreachable ({exc})")
+        return False
+    finally:
+        await redis.aclose()
+    if health is None:
+        window = settings.worker.health_check_interval + 1
+        print(
+            f"workers     FAIL  no worker serves {settings.queue_name} ({key}: none in {window} s)"
+        )
+        return False
+    print(f"workers     ok    {settings.queue_name}: {health.decode(errors='replace')}")
+    return True
+
+
+async def _doctor(settings: Settings) -> int:
+    from verifier.assets import namespace_of
+    from verifier.registry import installed, load_plugins
+
+    ok = await _redis_ok(settings)
     # Only the configured namespaces are imported (and validated); the others are listed from
     # their distributions' metadata, so a missing extra or a broken plugin there does not matter.
-    adapters = build_adapters(settings)
-    configured = {namespace_of(network) for network in adapters}
+    configured = {namespace_of(network) for network in settings.networks}
+    plugins = load_plugins(configured)
     listed = {ns: f"{ns} ({', '.join(dists)})" for ns, dists in installed().items()}
     loaded = [entry for ns, entry in listed.items() if ns in configured]
     idle = [entry for ns, entry in listed.items() if ns not in configured]
     print("adapters    ok    " + (", ".join(loaded) or "no network configured"))
     if idle:
         print("adapters    --    not configured, not imported: " + ", ".join(idle))
-    for network, adapter in adapters.items():
-        try:
-            await adapter.start()
-            print(f"network     ok    {network}")
-        except VerifierError as exc:
+    for network, config in settings.networks.items():
+        plugin = plugins.get(namespace_of(network))
+        if plugin is None:
             ok = False
-            print(f"network     FAIL  {network}: {exc}")
-        finally:
-            await adapter.close()
-    return 0 if ok else 1
+            print(
+                f"network     FAIL  {network}: no adapter plugin serves {namespace_of(network)!r}"
+            )
+            continue
+        for url in config.rpc_urls:
+            ok = await _check_url(network, url, config, plugin) and ok
+    return 0 if ok else EXIT_FAILED
+
+
+async def _doctor_worker(settings: Settings) -> int:
+    return 0 if await _workers_ok(settings) else EXIT_FAILED
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    return asyncio.run(_doctor(_settings(args)))
+    settings = _settings(args)
+    return asyncio.run(_doctor_worker(settings) if args.worker else _doctor(settings))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="x402-verifier", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="x402-verifier",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="TOML configuration file (default: $X402_CONFIG)")
+        # Also after the command's name; SUPPRESS keeps the value given before it.
+        p.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
         return p
 
     gate = command("gate", "serve the paid routes of the configuration over HTTP")
@@ -131,7 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("proof", help="the PAYMENT-SIGNATURE header value")
     verify.add_argument("--resource", required=True, help="the resource URL the proof pays for")
     verify.set_defaults(run=cmd_verify)
-    command("doctor", "check Redis and every configured network").set_defaults(run=cmd_doctor)
+    doctor = command("doctor", "check Redis and every RPC URL of every configured network")
+    doctor.add_argument(
+        "--worker",
+        action="store_true",
+        help="only check that a live worker serves the queue (a readiness probe): exit 0 if so",
+    )
+    doctor.set_defaults(run=cmd_doctor)
     return parser
 
 
@@ -147,7 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except VerifierError as exc:
         print(f"x402-verifier: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except CannotStart as exc:
+        print(f"x402-verifier: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     return code
 
 

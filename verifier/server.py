@@ -11,10 +11,11 @@ Every limit is a ``[gate]`` setting, and each bounds what one client can hold:
   connection is closed. Bounds the requests in flight (each holds memory and a Redis wait)
   when clients arrive faster than payments verify. Connections beyond it are still accepted,
   so one that sends nothing is closed by ``header_timeout``.
-* ``max_header_bytes``: the request line and headers together; more gets ``400`` from h11 as
-  soon as the incomplete head passes the limit, or ``431`` when the whole head arrived in one
-  read (h11 checks only incomplete ones). Bounds the memory a request's head takes; at least
-  16 KiB, since an x402 proof header can be that large.
+* ``max_header_bytes``: the request line and headers together; more gets ``431`` with a JSON
+  error, as soon as the incomplete head passes the limit (h11 refuses it; the protocol answers
+  for it) or when the whole head arrived in one read (h11 checks only incomplete ones, so
+  ``RequestLimits`` does). Bounds the memory a request's head takes; at least 32 KiB, since an
+  x402 proof header alone may be 16 KiB (a larger proof is the gate's ``invalid_payload``).
 * ``max_body_bytes``: a larger request body gets ``413``: before any of it is read when its
   ``Content-Length`` says so, or as soon as a chunked body passes the limit while the app reads
   it. The gate reads bodies only to forward them upstream; the rest of a refused body, or a
@@ -26,8 +27,11 @@ Every limit is a ``[gate]`` setting, and each bounds what one client can hold:
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from typing import ClassVar
 
+import h11
 import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,6 +80,26 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers any h11 protocol error with a bare 400; a head that grew past the
+        # limit gets the 431 that RequestLimits gives a complete one.
+        limit = self.config.h11_max_incomplete_event_size
+        if limit is None or len(self.conn.trailing_data[0]) <= limit:
+            super().send_400_response(msg)
+            return
+        body = json.dumps({"error": _too_large_head(limit)}, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # h11 cannot read on after the refused head
+        ]
+        response = h11.Response(
+            status_code=431, headers=headers, reason=b"Request Header Fields Too Large"
+        )
+        for event in (response, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
     def _headers_too_late(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
@@ -116,8 +140,7 @@ class RequestLimits:
         head = len(scope["method"]) + len(scope["raw_path"]) + len(scope["query_string"]) + 13
         head += sum(len(name) + len(value) + 4 for name, value in headers)
         if head > self.max_header_bytes:
-            error = f"request headers larger than {self.max_header_bytes} bytes"
-            await _refusal(431, error)(scope, receive, send)
+            await _refusal(431, _too_large_head(self.max_header_bytes))(scope, receive, send)
             return
         declared = next((v for k, v in headers if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -155,9 +178,28 @@ class RequestLimits:
         return f"request body larger than {self.max_body_bytes} bytes"
 
 
+def _too_large_head(limit: int) -> str:
+    return f"request headers larger than {limit} bytes"
+
+
 def _refusal(status: int, error: str) -> JSONResponse:
     # No "Connection: close": a client still sending its body would get a reset, not this answer.
     return JSONResponse({"error": error}, status_code=status)
+
+
+def check_listen(host: str, port: int) -> None:
+    """``OSError`` (address in use, not this host's) if the gate could not listen on ``host:port``.
+
+    Binds and closes a socket per address the way asyncio's ``create_server`` will (with
+    ``SO_REUSEADDR``), so that ``x402-verifier gate`` says so in one line before it connects.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
 
 
 def build_config(

@@ -2,30 +2,79 @@
 
 Precedence, highest first: keyword arguments, environment (``X402_REDIS_URL``,
 ``X402_WORKER__MAX_JOBS``, nested with ``__``), the TOML file (``--config FILE`` or
-``X402_CONFIG``), defaults. Every table forbids unknown keys, so a misspelt setting is an error at
-start, not a silently ignored line. ``examples/config.toml`` documents each field.
+``X402_CONFIG``), defaults. ``examples/config.toml`` documents each field.
+
+What cannot work is refused when the settings load, never later at the first payment: every
+table forbids unknown keys and every ``X402_*`` variable must name a setting, so a misspelt one
+is an error, not a silently ignored line; addresses and asset ids have their network's shape
+(``verifier.addresses``); each route's offers resolve against the asset registry. The error
+(``ConfigError``) is one line naming each key at fault, e.g.
+``worker.retry_max: 2.0 is less than retry_base (5.0)``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from types import NoneType, UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
-from verifier.assets import AssetInfo, AssetRegistry, normalize_network
+from verifier.addresses import check_address, check_asset
+from verifier.assets import AssetInfo, AssetRegistry, namespace_of, normalize_network
 from verifier.errors import ConfigError
-from verifier.models import Binding
+from verifier.models import MAX_HEADER_BYTES, Binding
 
 CONFIG_ENV = "X402_CONFIG"
+ENV_PREFIX = "X402_"
+# Variables with the prefix that are not settings: the file's path, and those the repository's
+# development tools read (devchain's binaries, the tests' fuzzing budget).
+NOT_SETTINGS = frozenset({CONFIG_ENV, "X402_ANVIL", "X402_REDIS_SERVER", "X402_FUZZ_EXAMPLES"})
+# What each family's adapter means by ``finality``; other namespaces' adapters read their own.
+FINALITIES = {
+    "eip155": ("EVM", ("latest", "safe", "finalized")),
+    "solana": ("Solana", ("confirmed", "finalized", "latest")),
+}
+# Paths the gate serves itself.
+RESERVED_PATHS = frozenset({"/healthz"})
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")  # as verifier.challenge signs them
+MIN_KEY_BYTES = 32
+
+
+def http_url(url: str, *, query: bool = True) -> str:
+    """``url`` if it is an absolute http(s) URL with a host (and, unless ``query``, without a
+    query or fragment); ``ValueError`` otherwise."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL (http[s]://host[:port][/path])")
+    if not query and (parts.query or parts.fragment or url.endswith(("?", "#"))):
+        raise ValueError(f"{url!r} has a query or fragment")
+    return url
 
 
 class _Section(BaseModel):
@@ -51,25 +100,35 @@ class NetworkSettings(_Section):
     @field_validator("rpc_urls")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
-        for url in v:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"rpc url {url!r} must be http(s)")
-        return v
+        return [http_url(url) for url in v]
 
 
 class AssetSettings(_Section):
     network: str
-    symbol: str
-    asset: str
+    symbol: str = Field(pattern=r"^[A-Za-z0-9._-]{1,16}$")
+    asset: str  # chain-native id (verifier.addresses), or "native"
     decimals: int = Field(ge=0, le=36)
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v: str) -> str:
+        return normalize_network(v)
+
+    @field_validator("asset")
+    @classmethod
+    def _asset(cls, v: str, info: ValidationInfo) -> str:
+        if "network" in info.data:
+            check_asset(info.data["network"], v)
+        return v
 
 
 class AcceptSettings(_Section):
     """One rail of a paid route. Give ``amount`` in base units, or ``price`` in whole tokens."""
 
     network: str
-    asset: str  # symbol from the registry (USDC), chain-native id, or "native"
-    pay_to: str
+    # A symbol or an id the asset registry knows (built in, or [[assets]]), or "native".
+    asset: str
+    pay_to: str  # an address of the network (verifier.addresses)
     amount: int | None = Field(default=None, ge=1)
     price: str | None = None
     max_timeout_seconds: int = Field(default=600, ge=10, le=7 * 86400)
@@ -80,6 +139,13 @@ class AcceptSettings(_Section):
     @classmethod
     def _network(cls, v: str) -> str:
         return normalize_network(v)
+
+    @field_validator("pay_to")
+    @classmethod
+    def _pay_to(cls, v: str, info: ValidationInfo) -> str:
+        if "network" in info.data:
+            check_address(info.data["network"], v)
+        return v
 
     @model_validator(mode="after")
     def _one_amount(self) -> AcceptSettings:
@@ -109,6 +175,12 @@ class RouteSettings(_Section):
     access_period: int | None = Field(default=None, ge=1)
     # Responses kept for replays are at most this large (default: gate.max_stored_response_bytes).
     max_stored_response_bytes: int | None = Field(default=None, ge=0)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, v: str | None) -> str | None:
+        # No query: the gate appends the request's own query to this URL.
+        return None if v is None else http_url(v, query=False)
 
     @model_validator(mode="after")
     def _one_source(self) -> RouteSettings:
@@ -140,6 +212,27 @@ class ChallengeSettings(_Section):
     active: str = "k1"
     keys: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for kid, key in v.items():
+            if not _KEY_ID.match(kid):
+                raise ValueError(f"key id {kid!r} is not 1 to 16 of A-Z a-z 0-9 _ -")
+            if len(key.encode()) < MIN_KEY_BYTES:
+                raise ValueError(
+                    f"key {kid!r} is {len(key.encode())} bytes; at least {MIN_KEY_BYTES} "
+                    "(openssl rand -hex 32)"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _active(self) -> ChallengeSettings:
+        # No keys at all is load_settings' error, which says how to make one.
+        if self.keys and self.active not in self.keys:
+            known = ", ".join(sorted(self.keys))
+            raise ValueError(f"challenge.active: {self.active!r} is not one of the keys ({known})")
+        return self
+
     def key_bytes(self) -> dict[str, bytes]:
         return {kid: key.encode() for kid, key in self.keys.items()}
 
@@ -157,6 +250,17 @@ class WorkerSettings(_Section):
     # made just before expiry is not lost while it gathers confirmations.
     grace_seconds: int = Field(default=120, ge=0)
     clock_skew: int = Field(default=60, ge=0)
+    # Seconds between a worker's writes of its health-check key (`doctor --worker` reads it);
+    # the key lives a second longer, so a worker that stopped is not counted after that.
+    health_check_interval: int = Field(default=10, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _retries(self) -> WorkerSettings:
+        if self.retry_max < self.retry_base:
+            raise ValueError(
+                f"worker.retry_max: {self.retry_max} is less than retry_base ({self.retry_base})"
+            )
+        return self
 
 
 class StoreSettings(_Section):
@@ -177,6 +281,7 @@ class GateSettings(_Section):
     max_proofs_per_nonce: int = Field(default=4, ge=1, le=100)
     # Base URL the routes are offered under (the resource url); defaults to the request's.
     public_url: str | None = None
+
     # Seconds for one whole upstream call (connect, send, the complete response).
     upstream_timeout: float = Field(default=30.0, gt=0)
     # The largest response kept for replays of a "once" route (routes may set their own).
@@ -191,14 +296,19 @@ class GateSettings(_Section):
     keep_alive_timeout: int = Field(default=5, ge=1)
     # A request body larger than this gets 413.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
-    # Request line and headers together; more gets 431 (or 400). A proof header can be large,
-    # so no less than 16 KiB.
-    max_header_bytes: int = Field(default=64 * 1024, ge=16 * 1024)
+    # Request line and headers together; more gets 431. A proof header alone may take 16 KiB
+    # (MAX_HEADER_BYTES), so no less than twice that: room for the request's other headers.
+    max_header_bytes: int = Field(default=64 * 1024, ge=2 * MAX_HEADER_BYTES)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v, query=False)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="X402_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -222,6 +332,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        check_environment(os.environ)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if cls._toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
@@ -230,7 +341,50 @@ class Settings(BaseSettings):
     @field_validator("networks")
     @classmethod
     def _networks(cls, v: dict[str, NetworkSettings]) -> dict[str, NetworkSettings]:
-        return {normalize_network(k): n for k, n in v.items()}
+        networks = {normalize_network(k): n for k, n in v.items()}
+        for network, config in networks.items():
+            family, allowed = FINALITIES.get(namespace_of(network), ("", ()))
+            if allowed and config.finality not in allowed:
+                raise ValueError(
+                    f'networks."{network}".finality: "{config.finality}" is not a finality on '
+                    f"{family} (one of {', '.join(allowed)})"
+                )
+        return networks
+
+    @field_validator("assets")
+    @classmethod
+    def _assets(cls, v: list[AssetSettings]) -> list[AssetSettings]:
+        # Later entries override the built-in ones; two entries for one symbol (or one id) on
+        # one network would silently drop the earlier one, so that is refused.
+        symbols: dict[tuple[str, str], int] = {}
+        ids: dict[tuple[str, str], int] = {}
+        for i, a in enumerate(v):
+            asset_id = a.asset.lower() if namespace_of(a.network) == "eip155" else a.asset
+            for seen, key, name, value in (
+                (symbols, (a.network, a.symbol.upper()), "symbol", a.symbol),
+                (ids, (a.network, asset_id), "asset", a.asset),
+            ):
+                if key in seen:
+                    raise ValueError(
+                        f"assets[{i}].{name}: {value!r} is already assets[{seen[key]}] on "
+                        f"{a.network}"
+                    )
+                seen[key] = i
+        return v
+
+    @field_validator("routes")
+    @classmethod
+    def _paths(cls, v: list[RouteSettings]) -> list[RouteSettings]:
+        seen: dict[str, int] = {}
+        for i, route in enumerate(v):
+            if route.path in RESERVED_PATHS:
+                raise ValueError(f"routes[{i}].path: {route.path!r} is the gate's own")
+            if route.path in seen:
+                raise ValueError(
+                    f"routes[{i}].path: {route.path!r} is already routes[{seen[route.path]}]"
+                )
+            seen[route.path] = i
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -255,7 +409,25 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"route {route.path} offers {accept.network}, which has no [networks] entry"
                     )
+        self._offers_resolve()
         return self
+
+    def _offers_resolve(self) -> None:
+        """Each offer's asset is in the registry and its price is exact in its decimals, as the
+        gate resolves them (``verifier.gate.resolve_offer``) when it starts."""
+        registry = self.asset_registry()
+        for i, route in enumerate(self.routes):
+            for j, accept in enumerate(route.accepts):
+                key = f"routes[{i}].accepts[{j}]"
+                try:
+                    info = registry.resolve(accept.network, accept.asset)
+                except ConfigError as exc:
+                    raise ValueError(f"{key}.asset: {exc}") from None
+                if accept.price is not None:
+                    try:
+                        parse_price(accept.price, info.decimals)
+                    except ConfigError as exc:
+                        raise ValueError(f"{key}.price: {exc}") from None
 
     def asset_registry(self) -> AssetRegistry:
         return AssetRegistry(
@@ -270,7 +442,10 @@ class Settings(BaseSettings):
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Read the configuration once: ``path``, else ``$X402_CONFIG``, else environment alone."""
+    """Read the configuration once: ``path``, else ``$X402_CONFIG``, else environment alone.
+
+    Any mistake is one ``ConfigError`` line that names the file or variable and each key.
+    """
     chosen = path if path is not None else os.environ.get(CONFIG_ENV)
     toml_path = Path(chosen) if chosen else None
     if toml_path is not None and not toml_path.is_file():
@@ -279,9 +454,14 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(
-            f"invalid configuration{f' in {toml_path}' if toml_path else ''}:\n{exc}"
-        ) from exc
+        where = f" in {toml_path}" if toml_path else ""
+        raise ConfigError(f"invalid configuration{where}: {_one_line(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{toml_path} cannot be read: {exc}") from exc
+    except SettingsError as exc:  # what check_environment does not foresee, said as it is
+        raise ConfigError(f"invalid environment: {exc}: {exc.__cause__}") from exc
     finally:
         Settings._toml_path = None
     if not settings.challenge.keys:
@@ -290,6 +470,105 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             'e.g. X402_CHALLENGE__KEYS=\'{"k1": "<openssl rand -hex 32>"}\''
         )
     return settings
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            out += f".{part}" if out else part
+        else:  # a network id, a key id
+            out += f'."{part}"' if out else f'"{part}"'
+    return out
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Each error as ``key: what``; never the input, which may be a secret."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        where = _location(error["loc"])
+        # Our own messages name their key already (routes[0].path: ...).
+        parts.append(message if not where or message.startswith(where) else f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def _setting(parts: list[str]) -> Any:
+    """The annotation of the setting at ``parts`` (lowercase names), or ``None``."""
+    annotation: Any = Settings
+    for part in parts:
+        annotation = _unoptional(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None or not part:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) is dict and part:
+            annotation = get_args(annotation)[1]  # a table of any keys: networks, keys, options
+        else:
+            return None
+    return annotation
+
+
+def _unoptional(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not NoneType]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _is_complex(annotation: Any) -> bool:
+    # What pydantic-settings reads as JSON from a variable.
+    annotation = _unoptional(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return annotation in (dict, list) or get_origin(annotation) in (dict, list, tuple, set)
+
+
+def check_environment(environ: dict[str, str] | os._Environ[str]) -> None:
+    """``ConfigError`` for an ``X402_*`` variable that names no setting, or whose value is not
+    the JSON its setting needs (tables and lists are JSON: ``X402_CHALLENGE__KEYS='{...}'``).
+
+    pydantic-settings ignores a variable that names nothing (``X402_WORKER_MAX_JOBS``, with one
+    underscore), so a typo would silently keep the default.
+    """
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_SETTINGS:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        annotation = _setting(parts)
+        if annotation is None:
+            hint = _suggestion(name)
+            raise ConfigError(
+                f"environment variable {name} names no setting"
+                + (f" (did you mean {hint}?)" if hint else "")
+                + "; nested keys take two underscores: X402_<SECTION>__<KEY>"
+            )
+        if _is_complex(annotation):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                # Not the value: it may be a secret (X402_CHALLENGE__KEYS).
+                raise ConfigError(
+                    f"environment variable {name} is not JSON (this setting is a table or "
+                    f'a list, e.g. X402_CHALLENGE__KEYS=\'{{"k1": "<64 hex>"}}\'): '
+                    f"{type(exc).__name__} at char {getattr(exc, 'pos', '?')}"
+                ) from None
+
+
+def _suggestion(name: str) -> str | None:
+    """The same name with one ``_`` doubled, when that names a setting."""
+    body = name[len(ENV_PREFIX) :]
+    for at in (i for i, ch in enumerate(body) if ch == "_"):
+        candidate = body[:at] + "_" + body[at:]
+        if "___" not in candidate and _setting(candidate.lower().split("__")) is not None:
+            return name[: len(ENV_PREFIX)] + candidate
+    return None
 
 
 def parse_price(price: str, decimals: int) -> int:

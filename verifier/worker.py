@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -100,10 +101,11 @@ class VerifierWorker(Worker):
     (their score is in the future) and we cannot claim jobs it runs (same in-progress key). But
     jobs that arq's worker runs stay at their score, so each still takes a read slot of ours,
     as before. Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``): it overrides
-    ``start_jobs``, ``run_job``, ``finish_job``, ``finish_failed_job`` and the private
-    ``_poll_iteration``. Exercised by ``tests/test_worker_scale.py``,
+    ``start_jobs``, ``run_job``, ``finish_job``, ``finish_failed_job``, ``close`` and the
+    private ``_poll_iteration``. Exercised by ``tests/test_worker_scale.py``,
     ``tests/test_worker_claim.py``, ``tests/test_worker_redis_outage.py`` and
-    ``tests/test_worker_kill.py``.
+    ``tests/test_worker_kill.py``; ``close`` (a stop while a result is written) by
+    ``tests/test_cli.py``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -112,6 +114,8 @@ class VerifierWorker(Worker):
         self._job_start: JobStart | None = None  # once arq has connected (``self.pool``)
         self._down_since: float | None = None  # monotonic time of the first failure
         self._poll_backoff = BACKOFF_FIRST
+        # Result writes in flight: arq runs them shielded, so they outlive a cancelled job task.
+        self._writes: set[asyncio.Task[Any]] = set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if self._job_start is None:
@@ -171,6 +175,7 @@ class VerifierWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
+        self._track_write()
         claim = self._claims.pop(job_id, None)
         arq_write = functools.partial(
             super().finish_job,
@@ -196,6 +201,7 @@ class VerifierWorker(Worker):
         await self._write_while_claimed(write, job_id, claim)
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        self._track_write()
         claim = self._claims.pop(job_id, None)
         # DEL, ZREM and SET: idempotent, so it may be sent again.
         write = functools.partial(super().finish_failed_job, job_id, result_data)
@@ -203,6 +209,32 @@ class VerifierWorker(Worker):
             await write()
         else:
             await self._write_while_claimed(write, job_id, claim)
+
+    def _track_write(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def close(self) -> None:
+        """arq's ``close``, except that a job task cancelled during shutdown does not break it.
+
+        arq waits for the job tasks with a plain ``gather``. A task cancelled while it awaited
+        its shielded result write (a stop signal right after a job's attempt, or a second
+        signal during shutdown) raised ``CancelledError`` out of ``close``: a traceback at exit,
+        and the adapters never closed. The write itself goes on under its shield, so this waits
+        for it and for the tasks, whatever they ended with, then closes as arq does.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), *self._writes, return_exceptions=True)
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
 
     async def _requeue(
         self, job_id: str, score: int | bytes, keep_in_progress: float | None
@@ -305,6 +337,8 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
         # skipping them every few milliseconds cost more CPU than the jobs (make bench, 50 ms RPC).
         "queue_read_limit": w.queue_read_limit or w.max_jobs,
         "job_timeout": w.job_timeout,
+        # The key `x402-verifier doctor --worker` reads (arq's default: every hour).
+        "health_check_interval": w.health_check_interval,
         "max_tries": MAX_TRIES,
         "keep_result": 60,
         # Outcomes are in Redis (keys, stream) already; logging each one again costs CPU.

@@ -148,7 +148,7 @@ set -e
 sed 's/^/  /' "$tmp/doctor.log"
 [ "$code" = 0 ] || fail "doctor exited with $code"
 grep -q '^redis       ok' "$tmp/doctor.log" || fail "doctor did not report Redis ok"
-grep -q '^network     ok    eip155:31337$' "$tmp/doctor.log" || fail "doctor did not report the network ok"
+grep -q '^network     ok    eip155:31337 http' "$tmp/doctor.log" || fail "doctor did not report the network's RPC URL ok"
 
 echo "evm-only: x402-verifier worker"
 "$venv/x402-verifier" worker --config "$tmp/verifier.toml" >"$tmp/worker.log" 2>&1 &
