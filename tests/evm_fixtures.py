@@ -13,12 +13,12 @@ from eth_account.messages import encode_defunct
 
 from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain
 from tests import support
-from tests.conformance import Payment
 from tests.support import SettingsFactory, connected_gate, running_worker, started
 from verifier.challenge import proof_message
 from verifier.gate import Gate
 from verifier.models import Accept
 from verifier.settings import Settings
+from verifier.testing import Payment
 
 NETWORK = "eip155:31337"
 PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]

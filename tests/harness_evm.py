@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from devchain.anvil import ANVIL_ACCOUNTS
-from tests.conformance import Harness, Payment
 from tests.evm_fixtures import NETWORK, EvmEnv, Shop, send
 from verifier.models import Accept
+from verifier.testing import Harness, Payment
 
 # The order n of secp256k1: a signature with r or s not below it is malformed.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -56,8 +52,3 @@ class EvmHarness(Harness):
 
     def garbage_tx(self) -> str:
         return "0xnot-a-hash"
-
-
-@contextlib.asynccontextmanager
-async def harness(request: pytest.FixtureRequest) -> AsyncIterator[EvmHarness]:
-    yield EvmHarness(request.getfixturevalue("evm"))

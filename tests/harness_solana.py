@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -22,13 +21,13 @@ from solders.signature import Signature
 from devchain.solana_ledger import NETWORK, Mint, SolanaLedger
 from devchain.solana_render import TOKEN_2022, b58encode
 from devchain.solana_server import SolanaRpcServer
-from tests.conformance import Harness, Payment, ed25519_high_s
 from tests.support import SettingsFactory, Shop, connected_gate, running_worker
 from verifier.assets import NATIVE
 from verifier.challenge import proof_message
 from verifier.gate import Gate
 from verifier.models import Accept
 from verifier.settings import Settings
+from verifier.testing import Harness, Payment, ed25519_high_s
 
 RESOURCE = "http://shop.test/solana"
 
@@ -160,11 +159,6 @@ class SolanaHarness(Harness):
 
     def garbage_tx(self) -> str:
         return "0OIl-not-base58"
-
-
-@contextlib.asynccontextmanager
-async def harness(request: pytest.FixtureRequest) -> AsyncIterator[SolanaHarness]:
-    yield SolanaHarness(solana_env())
 
 
 class SolanaShop(Shop):

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from stellar_sdk import Asset, HashMemo, Keypair, Network
 from stellar_sdk import Payment as PaymentOp
 
 from devchain.horizon import HorizonServer
 from devchain.stellar_ledger import StellarLedger, amount_text
 from devchain.stellar_wallet import StellarWallet, dev_keypair
-from tests.conformance import Harness, Payment, ed25519_high_s
 from verifier.challenge import proof_message
 from verifier.models import Accept
+from verifier.testing import Harness, Payment, ed25519_high_s
 
 NETWORK = "stellar:testnet"
 # The registry's testnet USDC: the model keeps no balances, so no issuer key is needed.
@@ -106,9 +105,3 @@ class StellarHarness(Harness):
 
     def garbage_tx(self) -> str:
         return "0xnot-a-hash"
-
-
-@contextlib.asynccontextmanager
-async def harness(request: pytest.FixtureRequest) -> AsyncIterator[StellarHarness]:
-    with stellar_env() as env:
-        yield StellarHarness(env)

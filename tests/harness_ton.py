@@ -7,19 +7,18 @@ USDT-like jetton master and the accounts that pay each other.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from pytoniq_core import Address
 
 from chains.ton.codec import normalize_address
 from devchain.ton_chain import TonLedger, account_for
 from devchain.toncenter import ToncenterServer
-from tests.conformance import Harness, Payment
 from verifier.assets import NATIVE
 from verifier.models import Accept
+from verifier.testing import Harness, Payment
 
 NETWORK = "tvm:-3"
 MASTER = account_for("local-usdt-master")
@@ -102,9 +101,3 @@ class TonHarness(Harness):
 
     def garbage_tx(self) -> str:
         return "not-a-ton-hash"
-
-
-@contextlib.asynccontextmanager
-async def harness(request: pytest.FixtureRequest) -> AsyncIterator[TonHarness]:
-    with ton_env() as env:
-        yield TonHarness(env)

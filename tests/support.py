@@ -24,8 +24,9 @@ from verifier.models import (
     ResourceInfo,
 )
 from verifier.settings import AcceptSettings, Settings
+from verifier.testing import connected_gate as connected_gate
+from verifier.testing import running_worker as running_worker
 from verifier.wire import decode_payment_required, encode_json
-from verifier.worker import make_worker
 
 KEY = "test-key-0123456789abcdef0123456789abcdef"
 # Real recorded chain API responses (with their provenance in RECORDED/README.md), kept in the
@@ -42,35 +43,6 @@ def started(service: S) -> S:
         return service.start()
     except NotInstalled as exc:
         pytest.fail(str(exc), pytrace=False)
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
-    """An arq worker in this event loop, stopped (and its adapters closed) on exit."""
-    worker = make_worker(settings, handle_signals=False, **overrides)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        # Let jobs in flight finish (arq writes their results), then stop polling and close.
-        worker.allow_pick_jobs = False
-        running = [t for t in worker.tasks.values() if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=10)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.close()
-
-
-@contextlib.asynccontextmanager
-async def connected_gate(settings: Settings) -> AsyncIterator[Gate]:
-    gate = await Gate.connect(settings)
-    try:
-        yield gate
-    finally:
-        await gate.close()
 
 
 class Shop:

@@ -1,10 +1,10 @@
-"""The conformance suite every chain adapter passes, through the real gate, Redis and worker.
+"""What the conformance suite and the demo ask of a local chain: to be paid on, and tested.
 
-A chain family takes part by providing ``tests/harness_<family>.py`` with an async context
-manager ``harness(request: pytest.FixtureRequest)`` that yields a ``Harness`` subclass: a local
-chain (a real node, or real transactions served by a local server in the chain's real API shape)
-and a way to pay on it (``send``; ``pay`` fills in a ``Payment`` from the challenge).
-``tests/test_conformance.py`` runs every case below against every harness it finds.
+``PaymentRail`` is a local chain (a real node, or real transactions served by a local server in
+the chain's real API shape) and a way to pay on it for an offer: the demo and the benchmark of
+this repository pay through it. ``Harness`` is a rail that the conformance suite can also feed
+wrong things: another payee and asset, unknown and malformed transaction references, the payer's
+signature and malformed ones, another network of the family.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from verifier.assets import NATIVE
 from verifier.models import Accept
 
 
 @dataclass(frozen=True)
 class Payment:
-    """What ``Harness.pay`` sends: the challenge's terms, but for what the test changed."""
+    """What ``PaymentRail.pay`` sends: the challenge's terms, but for what the caller changed."""
 
     amount: int  # base units
     to: str
@@ -48,20 +49,21 @@ class Payment:
         )
 
 
-class Harness(ABC):
+class PaymentRail(ABC):
+    """A local chain a payer pays on: the network it serves, the asset offered on it and the
+    payee, the worker's settings for it, and ``pay``."""
+
     network: str  # CAIP-2 id the local chain serves
     asset: str  # the asset offered (an id the registry knows, or "native")
     symbol: str
     decimals: int
     pay_to: str  # the payee
-    stranger: str  # another valid account, not the payee
-    other_asset: str  # another asset the payer holds (for wrong_asset)
     min_confirmations: int = 1
 
     async def pay(self, accept: Accept, **how: Any) -> str:
         """Pay for ``accept`` on the local chain (``how``: what ``Payment.of`` changes) and
-        return the transaction reference. The transaction must be final enough for
-        ``min_confirmations`` when this returns."""
+        return the transaction reference for the proof. The transaction must be final enough
+        for ``min_confirmations`` when this returns."""
         return await self.send(Payment.of(accept, **how))
 
     @abstractmethod
@@ -71,6 +73,21 @@ class Harness(ABC):
     @abstractmethod
     def network_settings(self) -> dict[str, Any]:
         """``[networks."<network>"]`` for the local chain (``rpc_urls`` …)."""
+
+    def asset_settings(self) -> list[dict[str, Any]]:
+        """The ``[[assets]]`` entries an offer of ``asset`` needs: the asset itself, unless it
+        is the chain's native coin."""
+        if self.asset == NATIVE:
+            return []
+        entry = {"symbol": self.symbol, "asset": self.asset, "decimals": self.decimals}
+        return [{"network": self.network, **entry}]
+
+
+class Harness(PaymentRail):
+    """A rail the conformance suite (``verifier.testing.AdapterConformance``) runs against."""
+
+    stranger: str  # another valid account, not the payee
+    other_asset: str  # another asset the payer holds (for wrong_asset)
 
     @abstractmethod
     def wrong_network(self) -> str:
