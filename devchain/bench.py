@@ -217,11 +217,11 @@ class Bench:
 
     async def rail_requests(self, rail: Rail, n: int) -> float:
         """Requests per verification at another family's local server, ``n`` proofs at once."""
-        offers = self.gate.offers([AcceptSettings(network=rail.network, **rail.accept)])
+        offers = self.gate.offers([AcceptSettings(**rail.route_accept())])
         headers = []
         for _ in range(n):
             accept = self.gate.challenge(ResourceInfo(url=RESOURCE), offers).accepts[0]
-            tx = rail.pay(accept.model_dump(by_alias=True, exclude_none=True))
+            tx = await rail.pay(accept)
             body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx)
             headers.append(encode_json(PaymentPayload(accepted=accept, payload=body)))
         before = rail.requests()

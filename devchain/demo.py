@@ -10,6 +10,7 @@ is answered correctly. Everything it started is stopped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -33,6 +34,7 @@ from eth_account.messages import encode_defunct
 from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain
 from devchain.rails import Rail, load_rails
 from devchain.redis_server import RedisServer, free_port
+from verifier.models import Accept
 
 NETWORK = "eip155:31337"
 PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]
@@ -91,11 +93,10 @@ def rail_config(rails: list[Rail]) -> str:
     lines = []
     for rail in rails:
         path, title = f"/{rail.slug}/item", f"demo resource on {rail.title}"
-        doc: dict[str, Any] = {"networks": {rail.network: rail.network_settings}}
-        if rail.assets:
-            doc["assets"] = rail.assets
-        accept = {"network": rail.network, **rail.accept}
-        doc["routes"] = [_route(path, rail.slug, title, accept)]
+        doc: dict[str, Any] = {"networks": {rail.network: rail.network_settings()}}
+        if assets := rail.asset_settings():
+            doc["assets"] = assets
+        doc["routes"] = [_route(path, rail.slug, title, rail.route_accept())]
         lines += toml_lines(doc)
     return "\n".join(lines) + "\n"
 
@@ -273,7 +274,8 @@ def run_demo(workers: int = 2) -> int:
         for rail in rails:
             path = f"/{rail.slug}/item"
             accept = client.offer(path)
-            status, outcome, _ = client.send(path, _proof(accept, rail.pay(accept)))
+            tx = asyncio.run(rail.pay(Accept.model_validate(accept)))
+            status, outcome, _ = client.send(path, _proof(accept, tx))
             _show(f"GET {path} ({rail.title})", status, outcome)
             expect(f"{path} paid", status == 200 and outcome.get("success") is True)
             receipts.append(outcome)

@@ -6,35 +6,43 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from stellar_sdk import Asset, HashMemo, Network, Payment
+from stellar_sdk import Asset, HashMemo, Network
+from stellar_sdk import Payment as PaymentOp
 
 from devchain.horizon import HorizonServer
-from devchain.rails import LocalRail
+from devchain.rails import Rail
 from devchain.stellar_ledger import StellarLedger, amount_text
 from devchain.stellar_wallet import StellarWallet, dev_keypair
+from verifier.assets import NATIVE
+from verifier.testing import Payment
 
 NETWORK = "stellar:testnet"
 USDC = "USDC:GBBD47IF6LWK7P7MDEVSCWR7DPUWV3NY3DTQEVFL4NAT4AQH3ZLLFLA5"  # registry's testnet USDC
 
 
-class StellarRail(LocalRail):
+class StellarRail(Rail):
     slug = "stellar"
     title = "Stellar (local Horizon)"
     network = NETWORK
+    asset = USDC
+    symbol = "USDC"
+    decimals = 7
 
     def __init__(self, horizon: HorizonServer, wallet: StellarWallet) -> None:
         self.horizon, self.wallet = horizon, wallet
         self.payer = dev_keypair("demo-payer")
-        # Testnet USDC is in the built-in registry: no [[assets]] entry.
-        accept = {"asset": "USDC", "pay_to": dev_keypair("demo-shop").public_key, "price": "0.05"}
-        super().__init__(horizon.url, accept)
+        self.pay_to = dev_keypair("demo-shop").public_key
+        super().__init__(horizon.url)
 
-    def pay(self, accept: dict[str, Any]) -> str:
-        code, _, issuer = str(accept["asset"]).partition(":")
-        asset = Asset.native() if accept["asset"] == "native" else Asset(code, issuer)
-        op = Payment(accept["payTo"], asset, amount_text(int(accept["amount"])))
-        memo = HashMemo(bytes.fromhex(accept["extra"]["memo"]))
-        tx, _ = self.wallet.submit(self.payer, [op], memo=memo)
+    def asset_settings(self) -> list[dict[str, Any]]:
+        return []  # testnet USDC is in the built-in registry
+
+    async def send(self, payment: Payment) -> str:
+        code, _, issuer = payment.asset.partition(":")
+        asset = Asset.native() if payment.asset == NATIVE else Asset(code, issuer)
+        op = PaymentOp(payment.to, asset, amount_text(payment.amount))
+        memo = HashMemo(bytes.fromhex(payment.memo)) if payment.memo else None
+        tx, _ = self.wallet.submit(self.payer, [op], memo=memo, success=not payment.fail)
         return tx
 
     def requests(self) -> int:
