@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from devchain.redis_server import RedisServer
 from tests.support import KEY, SettingsFactory, started
 from verifier.settings import Settings
+from verifier.testing import FAST_WORKER
 
 pytest_plugins = ["tests.evm_fixtures"]
 
@@ -41,14 +42,7 @@ def make_settings(redis_server: RedisServer) -> SettingsFactory:
         base: dict[str, Any] = {
             "redis_url": redis_server.url,
             "challenge": {"active": "k1", "keys": {"k1": KEY}},
-            "worker": {
-                "poll_delay": 0.01,
-                "retry_base": 0.05,
-                "retry_max": 0.2,
-                "job_timeout": 5,
-                "grace_seconds": 0,
-                "clock_skew": 5,
-            },
+            "worker": FAST_WORKER,
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):

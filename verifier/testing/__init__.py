@@ -17,10 +17,11 @@ from verifier.testing.harness import (
     PaymentRail,
     ed25519_high_s,
 )
-from verifier.testing.stack import connected_gate, running_worker, suite_settings
+from verifier.testing.stack import FAST_WORKER, connected_gate, running_worker, suite_settings
 
 __all__ = [
     "ED25519_ORDER",
+    "FAST_WORKER",
     "AdapterConformance",
     "Harness",
     "Payment",

@@ -43,12 +43,24 @@ async def connected_gate(settings: Settings) -> AsyncIterator[Gate]:
         await gate.close()
 
 
+# ``[worker]`` for tests: jobs picked at once, retries within a second, no grace past expiry,
+# and a small clock skew, so that a pending or too-early proof shows in a test's time.
+FAST_WORKER: dict[str, Any] = {
+    "poll_delay": 0.01,
+    "retry_base": 0.05,
+    "retry_max": 0.2,
+    "job_timeout": 5,
+    "grace_seconds": 0,
+    "clock_skew": 5,
+}
+
+
 def suite_settings(
     redis_url: str,
     networks: dict[str, dict[str, Any]],
     assets: list[dict[str, Any]],
 ) -> Settings:
-    """Settings for one test: a fresh challenge key, fast retries, and a queue and key prefix of
+    """Settings for one test: a fresh challenge key, ``FAST_WORKER``, and a queue and key prefix of
     its own on ``redis_url``, so that what one test leaves retrying never reaches the next one
     and a Redis that holds other data can serve."""
     run = secrets.token_hex(6)
@@ -57,14 +69,7 @@ def suite_settings(
         "queue_name": f"x402-conformance:{run}",
         "store": {"prefix": f"x402c-{run}"},
         "challenge": {"active": "k1", "keys": {"k1": secrets.token_hex(32)}},
-        "worker": {
-            "poll_delay": 0.01,
-            "retry_base": 0.05,
-            "retry_max": 0.2,
-            "job_timeout": 5,
-            "grace_seconds": 0,
-            "clock_skew": 5,
-        },
+        "worker": FAST_WORKER,
         "networks": networks,
         "assets": assets,
     }
