@@ -93,7 +93,7 @@ class Shop:
 
     @staticmethod
     def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
+        body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx, signature=signature)
         return encode_json(PaymentPayload(accepted=accept, payload=body))
 
     async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:

@@ -296,7 +296,7 @@ async def test_too_many_proofs_is_a_429_over_http(two_routes: str) -> None:
         accept = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).accepts[0]
         statuses = []
         for _ in range(6):
-            body = ProofBody(nonce=accept.extra.nonce, txHash="0x" + os.urandom(32).hex())
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + os.urandom(32).hex())
             proof = encode_json(PaymentPayload(accepted=accept, payload=body))
             r = await client.get(f"{two_routes}/cheap", headers={"PAYMENT-SIGNATURE": proof})
             statuses.append((r.status_code, r.headers.get("Retry-After")))
@@ -426,7 +426,7 @@ def _nested(depth: int) -> Any:
 
 
 def _mutated(valid: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
-    proof = json.loads(json.dumps(valid))
+    proof: dict[str, Any] = json.loads(json.dumps(valid))
     node = proof
     for key in path[:-1]:
         node = node[key]

@@ -78,7 +78,7 @@ async def pay_for(
         suffix=bytes.fromhex(accept.extra.memo),
     )
     proof = encode_json(
-        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
+        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, tx_hash=tx))
     )
     return await client.get(url, headers={"X-PAYMENT" if v1 else "PAYMENT-SIGNATURE": proof})
 
@@ -125,7 +125,7 @@ async def test_pending_proof_answers_402_with_retry_after(http_gate: str, evm: E
         proof = encode_json(
             PaymentPayload(
                 accepted=accept,
-                payload=ProofBody(nonce=accept.extra.nonce, txHash="0x" + "77" * 32),
+                payload=ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + "77" * 32),
             )
         )
         pending = await client.get(f"{url}/report", headers={"PAYMENT-SIGNATURE": proof})
@@ -176,7 +176,7 @@ async def test_redis_down_is_a_503_not_a_crash(evm: EvmEnv, make_settings: Setti
         async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=20) as client:
             unpaid = await client.get(f"{url}/report")
             accept = decode_payment_required(unpaid.headers["PAYMENT-REQUIRED"]).accepts[0]
-            body = ProofBody(nonce=accept.extra.nonce, txHash="0x" + "42" * 32)
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + "42" * 32)
             proof = encode_json(PaymentPayload(accepted=accept, payload=body))
             own.stop()
             down = await client.get(f"{url}/report", headers={"PAYMENT-SIGNATURE": proof})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,7 @@ def test_any_edited_term_breaks_the_mac(field: str) -> None:
     signer = ChallengeSigner({"k1": K1}, "k1")
     ch = signer.issue(TERMS)
     value = getattr(TERMS, field)
+    edited: Any
     if isinstance(value, Binding):
         edited = Binding.NONE
     elif isinstance(value, int):
@@ -115,7 +117,7 @@ def _proof(nonce: str, **accept_changes: object) -> PaymentPayload:
     )
     return PaymentPayload(
         accepted=accept.model_copy(update=accept_changes),
-        payload=ProofBody(nonce=nonce, txHash="0x1"),
+        payload=ProofBody(nonce=nonce, tx_hash="0x1"),
     )
 
 

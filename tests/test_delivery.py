@@ -92,7 +92,7 @@ class Shop:
             int(accept.amount),
             suffix=bytes.fromhex(accept.extra.memo),
         )
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx)
+        body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx)
         return encode_json(PaymentPayload(accepted=accept, payload=body))
 
     async def get(self, path: str, proof: str) -> httpx.Response:
@@ -241,7 +241,7 @@ async def test_unexpected_error_while_settling_is_a_503(shop: Shop, redis: Redis
     accept = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).accepts[0]
     tx = "0x" + "42" * 32
     proof = encode_json(
-        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
+        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, tx_hash=tx))
     )
     resource = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).resource.url
     job = job_key(accept.extra.nonce, tx, None, Terms.of(accept, resource).canonical())
@@ -259,7 +259,8 @@ async def test_unexpected_error_while_delivering_is_a_503(shop: Shop, redis: Red
     key = Keys("x402").delivery_replay(
         receipt.extensions["onchain-proof"]["consumptionKey"], "/once"
     )
-    await redis.hset(key, "status", "not a number")
+    # redis-py types its commands for the sync and the async client at once
+    await redis.hset(key, "status", "not a number")  # type: ignore[misc]
     reply = await shop.get("/once", proof)
     assert reply.status_code == 503 and reply.headers["Retry-After"] == "2"
     assert reply.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]

@@ -52,7 +52,7 @@ class Shop:
     async def settle(
         self, accept: Accept, tx: str, offers: list[Offer], sig: str | None = None, wait: float = 10
     ) -> Receipt | Failure:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=sig)
+        body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx, signature=sig)
         header = encode_json(PaymentPayload(accepted=accept, payload=body))
         return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
 
@@ -168,11 +168,12 @@ async def test_payments_that_do_not_count(shop: Shop, case: str, expected: Reaso
         op = CreateClaimableBalance(usdc, "0.1000000", [Claimant(PAYEE)])
         tx, _ = shop.env.wallet.submit(PAYER, [op], memo=shop.env.memo(accept))
     else:
-        how: dict[str, Any] = {
+        hows: dict[str, dict[str, Any]] = {
             "failed": {"fail": True},
             "wrong_issuer": {"asset": FAKE_USDC},
             "no_memo": {"memo": False},
-        }[case]
+        }
+        how = hows[case]
         tx = shop.env.pay(accept, **how)
     outcome = await shop.settle(accept, tx, offers)
     assert isinstance(outcome, Failure) and not outcome.transient, outcome
