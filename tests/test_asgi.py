@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv
+from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv, evm_settings
 from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt
@@ -44,9 +44,9 @@ async def http_gate(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> 
                 "min_confirmations": 1,
             }
         ]
-        settings = make_settings(
-            networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-            assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        settings = evm_settings(
+            make_settings,
+            evm,
             gate={"settle_timeout": 5, "public_url": "https://shop.example"},
             routes=[
                 {"path": "/report", "body": '{"report": 42}', "accepts": accepts},

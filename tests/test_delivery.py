@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from devchain.redis_server import free_port
-from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv
+from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv, evm_settings
 from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
 from verifier.challenge import Terms
@@ -119,9 +119,9 @@ async def shop(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> Async
                 "access_period": 2,
             },
         ]
-        settings = make_settings(
-            networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-            assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        settings = evm_settings(
+            make_settings,
+            evm,
             gate={"settle_timeout": 5, "upstream_timeout": 5},
             routes=[{**r, "accepts": accepts} for r in routes],
         )
