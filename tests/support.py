@@ -13,9 +13,12 @@ import pytest
 import uvicorn
 
 from devchain.service import NotInstalled, Service, free_port
+from verifier.challenge import memo_for
 from verifier.gate import Gate, Offer
 from verifier.models import (
+    SCHEME,
     Accept,
+    AcceptExtra,
     Failure,
     PaymentPayload,
     ProofBody,
@@ -33,6 +36,20 @@ KEY = "test-key-0123456789abcdef0123456789abcdef"
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 SettingsFactory = Callable[..., Settings]
 S = TypeVar("S", bound=Service)
+
+
+def an_accept(nonce: str, *, network: str, asset: str, pay_to: str, **extra: Any) -> Accept:
+    """An offer of 100000 base units for ``nonce`` (and its memo), 600 s to pay it, with
+    ``extra`` added to its ``extra``: an Accept made by hand, for the codecs and the checks."""
+    return Accept(
+        scheme=SCHEME,
+        network=network,
+        asset=asset,
+        amount="100000",
+        pay_to=pay_to,
+        max_timeout_seconds=600,
+        extra=AcceptExtra(nonce=nonce, memo=memo_for(nonce), **extra),
+    )
 
 
 def started(service: S) -> S:

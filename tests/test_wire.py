@@ -19,11 +19,10 @@ from x402.schemas import PaymentPayload as RefPayload
 from x402.schemas import PaymentRequired as RefRequired
 from x402.schemas import PaymentRequirements as RefRequirements
 
+from tests.support import an_accept
 from verifier.challenge import memo_for
 from verifier.errors import InvalidProof
 from verifier.models import (
-    Accept,
-    AcceptExtra,
     Failure,
     PaymentPayload,
     PaymentRequired,
@@ -43,14 +42,13 @@ from verifier.wire import (
 )
 
 NONCE = "n1.k1.1767000000.1767000600.AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
-ACCEPT = Accept(
-    scheme="onchain-proof",
+ACCEPT = an_accept(
+    NONCE,
     network="eip155:8453",
     asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
-    amount="100000",
     pay_to="0x00000000000000000000000000000000000000aa",
-    max_timeout_seconds=600,
-    extra=AcceptExtra(nonce=NONCE, memo=memo_for(NONCE), decimals=6, symbol="USDC"),
+    decimals=6,
+    symbol="USDC",
 )
 TX = "0x" + "ab" * 32
 
