@@ -34,7 +34,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy verifier chains devchain
+	$(BIN)/mypy verifier chains devchain tests
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -48,10 +48,12 @@ def evm() -> Iterator[EvmEnv]:
     node.stop()
 
 
-def evm_settings(make_settings: SettingsFactory, env: EvmEnv, **net: Any) -> Settings:
+def evm_settings(make_settings: SettingsFactory, env: EvmEnv, **sections: Any) -> Settings:
+    """Settings on the local chain, its USDC registered; ``sections`` as ``make_settings``'s."""
     return make_settings(
-        networks={NETWORK: {"rpc_urls": [env.anvil.url], "head_cache_seconds": 0, **net}},
+        networks={NETWORK: {"rpc_urls": [env.anvil.url], "head_cache_seconds": 0}},
         assets=[{"network": NETWORK, "symbol": "USDC", "asset": env.token, "decimals": 6}],
+        **sections,
     )
 
 

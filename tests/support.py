@@ -13,9 +13,12 @@ import pytest
 import uvicorn
 
 from devchain.service import NotInstalled, Service, free_port
+from verifier.challenge import memo_for
 from verifier.gate import Gate, Offer
 from verifier.models import (
+    SCHEME,
     Accept,
+    AcceptExtra,
     Failure,
     PaymentPayload,
     ProofBody,
@@ -34,6 +37,20 @@ KEY = "test-key-0123456789abcdef0123456789abcdef"
 RECORDED = Path(__file__).parent / "fixtures" / "recorded"
 SettingsFactory = Callable[..., Settings]
 S = TypeVar("S", bound=Service)
+
+
+def an_accept(nonce: str, *, network: str, asset: str, pay_to: str, **extra: Any) -> Accept:
+    """An offer of 100000 base units for ``nonce`` (and its memo), 600 s to pay it, with
+    ``extra`` added to its ``extra``: an Accept made by hand, for the codecs and the checks."""
+    return Accept(
+        scheme=SCHEME,
+        network=network,
+        asset=asset,
+        amount="100000",
+        pay_to=pay_to,
+        max_timeout_seconds=600,
+        extra=AcceptExtra(nonce=nonce, memo=memo_for(nonce), **extra),
+    )
 
 
 def started(service: S) -> S:
@@ -65,7 +82,7 @@ class Shop:
 
     @staticmethod
     def proof(accept: Accept, tx: str, signature: str | None = None) -> str:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=signature)
+        body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx, signature=signature)
         return encode_json(PaymentPayload(accepted=accept, payload=body))
 
     async def settle(self, header: str, offers: list[Offer], wait: float = 10) -> Receipt | Failure:

@@ -44,7 +44,8 @@ from redis.asyncio import Redis
 
 from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, STRANGER, EvmEnv, Shop, evm_settings
-from tests.support import KEY, SettingsFactory, connected_gate, running_worker
+from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.worker_process import evm_config
 from verifier.gate import Offer
 from verifier.models import MAX_CHALLENGE_SECONDS, Binding, Failure, ReasonCode, Receipt
 from verifier.queue import FRESH_AHEAD_MS
@@ -89,11 +90,7 @@ async def test_a_receipt_is_not_served_on_another_route(shop: Shop, name: str) -
 async def test_after_expiry_a_receipt_still_answers_only_its_route(
     evm: EvmEnv, make_settings: SettingsFactory, redis: Redis, name: str
 ) -> None:
-    settings = make_settings(
-        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
-        worker={"grace_seconds": 0, "clock_skew": 5},
-    )
+    settings = evm_settings(make_settings, evm, worker={"grace_seconds": 0, "clock_skew": 5})
     async with connected_gate(settings) as gate, running_worker(settings):
         shop = Shop(gate, evm)
         # issued 7 s ago with a 10 s lifetime: it expires while the test runs
@@ -176,9 +173,9 @@ async def test_a_backlog_of_retrying_proofs_does_not_hold_back_a_new_one(
 ) -> None:
     # One worker slot, and a backlog of never-mined proofs that retry at once: before fresh
     # jobs were ranked ahead, the honest proof waited its turn behind every due retry.
-    settings = make_settings(
-        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+    settings = evm_settings(
+        make_settings,
+        evm,
         worker={"max_jobs": 1, "retry_base": 0.05, "retry_max": 0.05},
     )
     async with connected_gate(settings) as gate:
@@ -224,11 +221,7 @@ async def test_a_used_transaction_outlives_any_challenge_that_could_accept_it(
 ) -> None:
     # The shortest retention the configuration allows: routes do not say how long library
     # offers live, so the claim itself must keep the key long enough.
-    settings = make_settings(
-        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
-        store={"used_tx_retention": 3600},
-    )
+    settings = evm_settings(make_settings, evm, store={"used_tx_retention": 3600})
     async with connected_gate(settings) as gate, running_worker(settings):
         shop = Shop(gate, evm)
         accept, offers = shop.offer(max_timeout_seconds=MAX_CHALLENGE_SECONDS)
@@ -254,9 +247,9 @@ async def two_routes(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) ->
     def accepts(price: str) -> list[dict[str, Any]]:
         return [{"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "price": price}]
 
-    settings = make_settings(
-        networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-        assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+    settings = evm_settings(
+        make_settings,
+        evm,
         gate={"settle_timeout": 5, "public_url": "https://shop.example"},
         routes=[
             {"path": "/cheap", "body": '{"tier": "cheap"}', "accepts": accepts("0.01")},
@@ -296,7 +289,7 @@ async def test_too_many_proofs_is_a_429_over_http(two_routes: str) -> None:
         accept = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).accepts[0]
         statuses = []
         for _ in range(6):
-            body = ProofBody(nonce=accept.extra.nonce, txHash="0x" + os.urandom(32).hex())
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + os.urandom(32).hex())
             proof = encode_json(PaymentPayload(accepted=accept, payload=body))
             r = await client.get(f"{two_routes}/cheap", headers={"PAYMENT-SIGNATURE": proof})
             statuses.append((r.status_code, r.headers.get("Retry-After")))
@@ -306,24 +299,10 @@ async def test_too_many_proofs_is_a_429_over_http(two_routes: str) -> None:
 
 # -- malformed input against the documented processes: never a 5xx, never a traceback ---------
 
-FUZZ_CONFIG = """
-redis_url = "{redis}"
-[challenge]
-keys = {{ k1 = "{key}" }}
+FUZZ_TABLES = """
 [gate]
 settle_timeout = 0.2
 public_url = "https://shop.example"
-[worker]
-retry_base = 0.05
-retry_max = 0.2
-[networks."{network}"]
-rpc_urls = ["{rpc}"]
-head_cache_seconds = 0
-[[assets]]
-network = "{network}"
-symbol = "USDC"
-asset = "{token}"
-decimals = 6
 [[routes]]
 path = "/report"
 body = '{{"report": 42}}'
@@ -348,13 +327,12 @@ def gate_and_worker(
 ) -> Iterator[Processes]:
     config = tmp_path / "verifier.toml"
     config.write_text(
-        FUZZ_CONFIG.format(
+        evm_config(
             redis=redis_server.url,
-            key=KEY,
-            network=NETWORK,
             rpc=evm.anvil.url,
-            token=evm.token,
-            payee=PAYEE,
+            evm=evm,
+            worker={"retry_base": 0.05, "retry_max": 0.2},
+            more=FUZZ_TABLES.format(network=NETWORK, payee=PAYEE),
         )
     )
     port = free_port()
@@ -426,7 +404,7 @@ def _nested(depth: int) -> Any:
 
 
 def _mutated(valid: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
-    proof = json.loads(json.dumps(valid))
+    proof: dict[str, Any] = json.loads(json.dumps(valid))
     node = proof
     for key in path[:-1]:
         node = node[key]

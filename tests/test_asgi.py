@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv
+from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv, evm_settings
 from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
 from verifier.models import Failure, PaymentPayload, ProofBody, ReasonCode, Receipt
@@ -44,9 +44,9 @@ async def http_gate(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> 
                 "min_confirmations": 1,
             }
         ]
-        settings = make_settings(
-            networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-            assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        settings = evm_settings(
+            make_settings,
+            evm,
             gate={"settle_timeout": 5, "public_url": "https://shop.example"},
             routes=[
                 {"path": "/report", "body": '{"report": 42}', "accepts": accepts},
@@ -78,7 +78,7 @@ async def pay_for(
         suffix=bytes.fromhex(accept.extra.memo),
     )
     proof = encode_json(
-        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
+        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, tx_hash=tx))
     )
     return await client.get(url, headers={"X-PAYMENT" if v1 else "PAYMENT-SIGNATURE": proof})
 
@@ -125,7 +125,7 @@ async def test_pending_proof_answers_402_with_retry_after(http_gate: str, evm: E
         proof = encode_json(
             PaymentPayload(
                 accepted=accept,
-                payload=ProofBody(nonce=accept.extra.nonce, txHash="0x" + "77" * 32),
+                payload=ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + "77" * 32),
             )
         )
         pending = await client.get(f"{url}/report", headers={"PAYMENT-SIGNATURE": proof})
@@ -176,7 +176,7 @@ async def test_redis_down_is_a_503_not_a_crash(evm: EvmEnv, make_settings: Setti
         async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=20) as client:
             unpaid = await client.get(f"{url}/report")
             accept = decode_payment_required(unpaid.headers["PAYMENT-REQUIRED"]).accepts[0]
-            body = ProofBody(nonce=accept.extra.nonce, txHash="0x" + "42" * 32)
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + "42" * 32)
             proof = encode_json(PaymentPayload(accepted=accept, payload=body))
             own.stop()
             down = await client.get(f"{url}/report", headers={"PAYMENT-SIGNATURE": proof})

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Any
 
 import pytest
 
+from tests.support import an_accept
 from verifier.challenge import ChallengeSigner, Terms, authenticate_proof, memo_for, nonce_expiry
 from verifier.errors import ConfigError, FinalError
 from verifier.models import (
-    Accept,
-    AcceptExtra,
     Binding,
     PaymentPayload,
     ProofBody,
@@ -42,6 +42,7 @@ def test_any_edited_term_breaks_the_mac(field: str) -> None:
     signer = ChallengeSigner({"k1": K1}, "k1")
     ch = signer.issue(TERMS)
     value = getattr(TERMS, field)
+    edited: Any
     if isinstance(value, Binding):
         edited = Binding.NONE
     elif isinstance(value, int):
@@ -104,18 +105,17 @@ def test_bad_key_configuration() -> None:
 
 
 def _proof(nonce: str, **accept_changes: object) -> PaymentPayload:
-    accept = Accept(
-        scheme="onchain-proof",
+    accept = an_accept(
+        nonce,
         network="eip155:8453",
         asset="0xtoken",
-        amount="100000",
         pay_to="0xpayee",
-        max_timeout_seconds=600,
-        extra=AcceptExtra(nonce=nonce, memo=memo_for(nonce), min_confirmations=3, binding="memo"),
+        min_confirmations=3,
+        binding="memo",
     )
     return PaymentPayload(
         accepted=accept.model_copy(update=accept_changes),
-        payload=ProofBody(nonce=nonce, txHash="0x1"),
+        payload=ProofBody(nonce=nonce, tx_hash="0x1"),
     )
 
 

@@ -20,7 +20,7 @@ from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, EvmEnv, Shop
 from tests.rpc_proxy import RpcProxy
 from tests.support import KEY, connected_gate
-from tests.worker_process import write_config as write_worker_config
+from tests.worker_process import proxied_config
 from verifier.settings import load_settings
 
 CONFIG = """
@@ -284,14 +284,7 @@ async def test_worker_stopped_while_writing_a_result_exits_cleanly(
     """A stop that lands while a job's result is being written (its write held here by pausing
     Redis writes), and another stop during the shutdown, as an impatient operator sends: the
     worker waits for the write, closes, exits 0, and prints no CancelledError traceback."""
-    with RpcProxy(evm.anvil.url) as proxy:
-        config = write_worker_config(
-            tmp_path / "verifier.toml",
-            redis=redis_server.url,
-            rpc=proxy.url,
-            evm=evm,
-            job_timeout=2,
-        )
+    with proxied_config(tmp_path, redis_server.url, evm, job_timeout=2) as (proxy, config):
         log = tmp_path / "worker.log"
         worker = start_worker(config, log, proxy)
         try:

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from devchain.redis_server import free_port
-from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv
+from tests.evm_fixtures import NETWORK, PAYEE, PAYER, EvmEnv, evm_settings
 from tests.support import SettingsFactory, running_worker, serve
 from verifier.asgi import create_app
 from verifier.challenge import Terms
@@ -92,7 +92,7 @@ class Shop:
             int(accept.amount),
             suffix=bytes.fromhex(accept.extra.memo),
         )
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx)
+        body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx)
         return encode_json(PaymentPayload(accepted=accept, payload=body))
 
     async def get(self, path: str, proof: str) -> httpx.Response:
@@ -119,9 +119,9 @@ async def shop(evm: EvmEnv, make_settings: SettingsFactory, redis: Any) -> Async
                 "access_period": 2,
             },
         ]
-        settings = make_settings(
-            networks={NETWORK: {"rpc_urls": [evm.anvil.url], "head_cache_seconds": 0}},
-            assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+        settings = evm_settings(
+            make_settings,
+            evm,
             gate={"settle_timeout": 5, "upstream_timeout": 5},
             routes=[{**r, "accepts": accepts} for r in routes],
         )
@@ -241,7 +241,7 @@ async def test_unexpected_error_while_settling_is_a_503(shop: Shop, redis: Redis
     accept = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).accepts[0]
     tx = "0x" + "42" * 32
     proof = encode_json(
-        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, txHash=tx))
+        PaymentPayload(accepted=accept, payload=ProofBody(nonce=accept.extra.nonce, tx_hash=tx))
     )
     resource = decode_payment_required(first.headers["PAYMENT-REQUIRED"]).resource.url
     job = job_key(accept.extra.nonce, tx, None, Terms.of(accept, resource).canonical())
@@ -259,7 +259,8 @@ async def test_unexpected_error_while_delivering_is_a_503(shop: Shop, redis: Red
     key = Keys("x402").delivery_replay(
         receipt.extensions["onchain-proof"]["consumptionKey"], "/once"
     )
-    await redis.hset(key, "status", "not a number")
+    # redis-py types its commands for the sync and the async client at once
+    await redis.hset(key, "status", "not a number")  # type: ignore[misc]
     reply = await shop.get("/once", proof)
     assert reply.status_code == 503 and reply.headers["Retry-After"] == "2"
     assert reply.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]

@@ -159,9 +159,9 @@ def test_a_client_that_goes_away_leaves_no_traceback(capfd: pytest.CaptureFixtur
         http = server._http
         handle_error, shutdown = http.handle_error, http.shutdown_request
 
-        def record(request: Any, address: Any) -> None:
+        def record(request: Any, client_address: Any) -> None:
             errors.append(sys.exception())
-            handle_error(request, address)
+            handle_error(request, client_address)
 
         def finished(request: Any) -> None:
             shutdown(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -36,7 +37,7 @@ OBS = Observation(
 )
 
 
-def obs(**changes: object) -> Observation:
+def obs(**changes: Any) -> Observation:
     return dataclasses.replace(OBS, **changes)
 
 

@@ -314,7 +314,7 @@ async def test_third_party_adapter_verifies_end_to_end(
         assert accept.amount == "150" and accept.extra.amount_formatted == "1.50"
 
         def proof(tx: str) -> str:
-            body = ProofBody(nonce=accept.extra.nonce, txHash=tx)
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash=tx)
             return encode_json(PaymentPayload(accepted=accept, payload=body))
 
         outcome = await gate.settle(

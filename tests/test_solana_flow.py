@@ -48,6 +48,7 @@ async def test_spl_transfer_with_memo_legacy_transaction(shop: SolanaShop, env: 
     outcome = await shop.settle(shop.proof(accept, tx), offers)
     e = ext(outcome)
     assert e["paidAmount"] == "100000" and e["bound"] is True
+    assert isinstance(outcome, Receipt)  # as ext() checked
     assert outcome.payer == str(env.payer.pubkey()) and outcome.transaction == tx
     assert e["consumptionKey"] == f"{NETWORK}:{tx}" and e["blockRef"] == str(
         ledger.records[tx].slot

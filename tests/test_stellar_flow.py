@@ -17,44 +17,26 @@ from stellar_sdk import (
     Payment,
 )
 
+from tests import support
 from tests.harness_stellar import FAKE_USDC, NETWORK, PAYEE, PAYER, SPONSOR, USDC, StellarEnv
 from tests.harness_stellar import stellar_env as make_env
-from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.support import SettingsFactory, connected_gate, ext, reason, running_worker
 from verifier.challenge import proof_message
-from verifier.gate import Gate, Offer
-from verifier.models import (
-    Accept,
-    Failure,
-    PaymentPayload,
-    ProofBody,
-    ReasonCode,
-    Receipt,
-    ResourceInfo,
-)
-from verifier.settings import AcceptSettings
-from verifier.wire import decode_payment_required, encode_json
+from verifier.gate import Gate
+from verifier.models import Failure, ReasonCode, Receipt
 
 RESOURCE = "http://shop.test/stellar"
 PRICE = 1_000_000  # 0.1 USDC in stroops
 
 
-class Shop:
+class Shop(support.Shop):
+    """The gate selling ``RESOURCE`` for ``PRICE`` in USDC on the local Horizon."""
+
     def __init__(self, gate: Gate, env: StellarEnv) -> None:
-        self.gate = gate
+        super().__init__(gate, RESOURCE, network=NETWORK, asset="USDC", pay_to=PAYEE, amount=PRICE)
         self.env = env
 
-    def offer(self, **terms: Any) -> tuple[Accept, list[Offer]]:
-        spec = {"network": NETWORK, "asset": "USDC", "pay_to": PAYEE, "amount": PRICE, **terms}
-        offers = self.gate.offers([AcceptSettings(**spec)])
-        required = self.gate.challenge(ResourceInfo(url=RESOURCE), offers)
-        return decode_payment_required(encode_json(required)).accepts[0], offers
-
-    async def settle(
-        self, accept: Accept, tx: str, offers: list[Offer], sig: str | None = None, wait: float = 10
-    ) -> Receipt | Failure:
-        body = ProofBody(nonce=accept.extra.nonce, txHash=tx, signature=sig)
-        header = encode_json(PaymentPayload(accepted=accept, payload=body))
-        return await self.gate.settle(header, resource=RESOURCE, offers=offers, timeout=wait)
+    settle = support.Shop.settle_tx  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -64,16 +46,6 @@ async def shop(make_settings: SettingsFactory, redis: Any) -> AsyncIterator[Shop
         settings = make_settings(networks={NETWORK: net})
         async with connected_gate(settings) as gate, running_worker(settings):
             yield Shop(gate, env)
-
-
-def reason(outcome: Receipt | Failure) -> ReasonCode | None:
-    return None if isinstance(outcome, Receipt) else outcome.error_reason
-
-
-def ext(outcome: Receipt | Failure) -> dict[str, Any]:
-    assert isinstance(outcome, Receipt), outcome
-    data: dict[str, Any] = outcome.extensions["onchain-proof"]
-    return data
 
 
 async def test_usdc_payment_with_memo_hash_in_one_horizon_request(shop: Shop) -> None:
@@ -168,11 +140,12 @@ async def test_payments_that_do_not_count(shop: Shop, case: str, expected: Reaso
         op = CreateClaimableBalance(usdc, "0.1000000", [Claimant(PAYEE)])
         tx, _ = shop.env.wallet.submit(PAYER, [op], memo=shop.env.memo(accept))
     else:
-        how: dict[str, Any] = {
+        hows: dict[str, dict[str, Any]] = {
             "failed": {"fail": True},
             "wrong_issuer": {"asset": FAKE_USDC},
             "no_memo": {"memo": False},
-        }[case]
+        }
+        how = hows[case]
         tx = shop.env.pay(accept, **how)
     outcome = await shop.settle(accept, tx, offers)
     assert isinstance(outcome, Failure) and not outcome.transient, outcome

@@ -43,12 +43,16 @@ def test_local_transactions_have_the_recorded_shape() -> None:
     env = StellarEnv()
     usdc = Asset("USDC", SPONSOR.public_key)
     text, _ = env.wallet.submit(PAYER, [Payment(PAYEE, usdc, "1")], memo=TextMemo("hi"))
-    same_shape(env.ledger.find(text).tx, load("transaction"), skip={"memo_bytes", "memo"})
-    assert env.ledger.find(text).tx["memo"] == "hi"
+    text_record = env.ledger.find(text)
+    assert text_record is not None
+    same_shape(text_record.tx, load("transaction"), skip={"memo_bytes", "memo"})
+    assert text_record.tx["memo"] == "hi"
     bump, _ = env.wallet.submit(PAYER, [Payment(PAYEE, usdc, "1")], fee_bump_by=SPONSOR)
+    bump_record = env.ledger.find(bump)
+    assert bump_record is not None
     # The recorded fee bump has no upper time bound, ours has one (valid_before)
-    same_shape(env.ledger.find(bump).tx, load("transaction_fee_bump"), skip={"valid_before"})
-    same_shape(env.ledger.find(text).ops[0], load("operations/payment"))
+    same_shape(bump_record.tx, load("transaction_fee_bump"), skip={"valid_before"})
+    same_shape(text_record.ops[0], load("operations/payment"))
     mux = MuxedAccount(PAYEE, 9).account_muxed
     assert mux is not None
     hashed, _ = env.wallet.submit(PAYER, [Payment(mux, usdc, "1")], memo=HashMemo(b"\x07" * 32))

@@ -87,7 +87,7 @@ async def test_claim_notifies_subscribers(redis: Redis) -> None:
     await store.record_failure("j2", failure(ReasonCode.AMOUNT_TOO_LOW, "x"), 60)
     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert msg is not None and msg["data"].startswith(b"j2\n")
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
 
 
 async def test_pending_then_final(redis: Redis) -> None:

@@ -6,11 +6,12 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import pytest
 
 from chains.ton import TONAdapter
+from chains.ton.toncenter import V3Transaction
 from devchain.ton_chain import account_for
 from tests.harness_ton import MASTER, NETWORK, PAYEE, PAYER, STRANGER, TonEnv, friendly, ton_env
 from tests.support import SettingsFactory, Shop, connected_gate, ext, reason, running_worker
@@ -24,8 +25,15 @@ from verifier.models import (
 from verifier.settings import NetworkSettings
 
 RESOURCE = "http://ton.test/item"
-TON = {"asset": "native", "amount": 20_000_000}
-JETTON = {"asset": "JUSD", "amount": 1_500_000}
+
+
+class _Terms(TypedDict):
+    asset: str
+    amount: int
+
+
+TON: _Terms = {"asset": "native", "amount": 20_000_000}
+JETTON: _Terms = {"asset": "JUSD", "amount": 1_500_000}
 
 
 class TonShop(Shop):
@@ -208,7 +216,7 @@ async def test_one_jetton_payment_pays_once_by_either_transaction(shop: TonShop)
 
 
 def _mangled(tx: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    copy = json.loads(json.dumps(tx))
+    copy: dict[str, Any] = json.loads(json.dumps(tx))
     target = copy
     for key in path[:-1]:
         target = target[key]
@@ -244,7 +252,8 @@ async def test_malformed_toncenter_transactions_are_transient(
     record = shop.env.ledger.txs[tx].v3
     adapter = TONAdapter(NETWORK, NetworkSettings(rpc_urls=[shop.env.server.url]))
     query = Query(tx, "native", PAYEE, 1, accept.extra.memo, int(time.time()) - 5)
-    assert (await adapter._observation(record, query)).transfers  # the intact one reads fine
+    intact = cast(V3Transaction, record)  # the ledger keeps toncenter's JSON as a plain dict
+    assert (await adapter._observation(intact, query)).transfers  # the intact one reads fine
     with pytest.raises(RpcUnavailable):
         await adapter._observation(_mangled(record, path, value), query)  # type: ignore[arg-type]
 

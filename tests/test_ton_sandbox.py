@@ -160,14 +160,23 @@ async def sandbox() -> AsyncIterator[tuple[TONAdapter, dict[str, str]]]:
         server.stop()
 
 
-async def observe(adapter: TONAdapter, txid: str, pay_to: str = PAYEE) -> Observation:
+async def observe(
+    adapter: TONAdapter,
+    txid: str,
+    pay_to: str = PAYEE,
+    *,
+    asset: str = NATIVE,
+    recording: dict[str, Any] = DATA,
+) -> Observation:
+    """What ``adapter`` observes of ``txid`` paying ``asset`` to ``pay_to`` with the comment,
+    challenged when the ``recording``'s first transaction was made."""
     query = Query(
         txid=adapter.canonical_txid(txid),
-        asset=NATIVE,
+        asset=asset,
         pay_to=pay_to,
         min_confirmations=1,
         memo=COMMENT,
-        issued_at=DATA["transactions"][0]["now"],
+        issued_at=recording["transactions"][0]["now"],
     )
     return await adapter.observe(query)
 
@@ -252,15 +261,7 @@ async def jetton_sandbox() -> AsyncIterator[tuple[TONAdapter, ToncenterServer, d
 
 
 async def observe_jetton(adapter: TONAdapter, txid: str) -> Observation:
-    query = Query(
-        txid=adapter.canonical_txid(txid),
-        asset=MASTER,
-        pay_to=JETTON_PAYEE,
-        min_confirmations=1,
-        memo=COMMENT,
-        issued_at=JETTON["transactions"][0]["now"],
-    )
-    return await adapter.observe(query)
+    return await observe(adapter, txid, JETTON_PAYEE, asset=MASTER, recording=JETTON)
 
 
 def jetton_transfers(obs: Observation) -> list[tuple[str, str, str, int]]:

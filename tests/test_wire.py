@@ -16,13 +16,13 @@ from x402.http.utils import (
     encode_payment_signature_header,
 )
 from x402.schemas import PaymentPayload as RefPayload
+from x402.schemas import PaymentRequired as RefRequired
 from x402.schemas import PaymentRequirements as RefRequirements
 
+from tests.support import an_accept
 from verifier.challenge import memo_for
 from verifier.errors import InvalidProof
 from verifier.models import (
-    Accept,
-    AcceptExtra,
     Failure,
     PaymentPayload,
     PaymentRequired,
@@ -42,14 +42,13 @@ from verifier.wire import (
 )
 
 NONCE = "n1.k1.1767000000.1767000600.AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB"
-ACCEPT = Accept(
-    scheme="onchain-proof",
+ACCEPT = an_accept(
+    NONCE,
     network="eip155:8453",
     asset="0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
-    amount="100000",
     pay_to="0x00000000000000000000000000000000000000aa",
-    max_timeout_seconds=600,
-    extra=AcceptExtra(nonce=NONCE, memo=memo_for(NONCE), decimals=6, symbol="USDC"),
+    decimals=6,
+    symbol="USDC",
 )
 TX = "0x" + "ab" * 32
 
@@ -63,11 +62,14 @@ def test_payment_required_roundtrip_and_reference_decodes_it() -> None:
     header = encode_json(required)
     assert decode_payment_required(header) == required
     ref = decode_payment_required_header(header)
+    assert isinstance(ref, RefRequired)  # the v2 shape, not PaymentRequiredV1
     assert ref.x402_version == 2
     assert ref.accepts[0].pay_to == ACCEPT.pay_to
     assert ref.accepts[0].amount == "100000"
-    assert ref.accepts[0].extra["nonce"] == NONCE
-    assert ref.accepts[0].extra["memo"] == memo_for(NONCE)
+    extra = ref.accepts[0].extra
+    assert extra is not None
+    assert extra["nonce"] == NONCE
+    assert extra["memo"] == memo_for(NONCE)
 
 
 def test_reference_encoded_proof_decodes_with_ours() -> None:
@@ -79,8 +81,9 @@ def test_reference_encoded_proof_decodes_with_ours() -> None:
 
 
 def test_our_proof_decodes_with_reference() -> None:
-    proof = PaymentPayload(accepted=ACCEPT, payload=ProofBody(nonce=NONCE, txHash=TX))
+    proof = PaymentPayload(accepted=ACCEPT, payload=ProofBody(nonce=NONCE, tx_hash=TX))
     ref = decode_payment_signature_header(encode_json(proof))
+    assert isinstance(ref, RefPayload)  # the v2 shape, not PaymentPayloadV1
     assert ref.payload == {"nonce": NONCE, "txHash": TX}
     assert ref.accepted.network == "eip155:8453"
 
@@ -118,7 +121,7 @@ def test_v1_alias_and_v2_name_both_read_and_written() -> None:
 
 
 def test_urlsafe_and_unpadded_base64_accepted() -> None:
-    proof = PaymentPayload(accepted=ACCEPT, payload=ProofBody(nonce=NONCE, txHash=TX))
+    proof = PaymentPayload(accepted=ACCEPT, payload=ProofBody(nonce=NONCE, tx_hash=TX))
     raw = proof.model_dump_json(by_alias=True).encode()
     urlsafe = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     assert decode_payment_payload(urlsafe) == proof
@@ -143,14 +146,14 @@ def test_malformed_headers_raise_invalid_proof(header: str, fragment: str) -> No
 
 
 def _proof_dict(**changes: object) -> dict[str, object]:
-    data = PaymentPayload(accepted=ACCEPT, payload=ProofBody(nonce=NONCE, txHash=TX)).model_dump(
+    data = PaymentPayload(accepted=ACCEPT, payload=ProofBody(nonce=NONCE, tx_hash=TX)).model_dump(
         by_alias=True
     )
     for path, value in changes.items():
         target = data
         *parents, leaf = path.split("__")
         for p in parents:
-            target = target[p]  # type: ignore[assignment]
+            target = target[p]
         target[leaf] = value
     return data
 
@@ -188,5 +191,5 @@ def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
 )
 def test_proof_roundtrip_property(amount: int, tx: str) -> None:
     accept = ACCEPT.model_copy(update={"amount": str(amount)})
-    proof = PaymentPayload(accepted=accept, payload=ProofBody(nonce=NONCE, txHash=tx))
+    proof = PaymentPayload(accepted=accept, payload=ProofBody(nonce=NONCE, tx_hash=tx))
     assert decode_payment_payload(encode_json(proof)) == proof

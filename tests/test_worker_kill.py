@@ -10,9 +10,8 @@ from typing import Any
 import orjson
 
 from tests.evm_fixtures import EvmEnv, Shop
-from tests.rpc_proxy import RpcProxy
 from tests.support import connected_gate
-from tests.worker_process import start_worker, stop, wait_for, write_config
+from tests.worker_process import proxied_config, start_worker, stop, wait_for
 from verifier.models import Failure, Receipt
 from verifier.settings import load_settings
 
@@ -20,14 +19,7 @@ from verifier.settings import load_settings
 async def test_killed_worker_job_is_finished_by_another(
     evm: EvmEnv, redis_server: Any, redis: Any, tmp_path: Path
 ) -> None:
-    with RpcProxy(evm.anvil.url) as proxy:
-        config = write_config(
-            tmp_path / "verifier.toml",
-            redis=redis_server.url,
-            rpc=proxy.url,
-            evm=evm,
-            job_timeout=2,
-        )
+    with proxied_config(tmp_path, redis_server.url, evm, job_timeout=2) as (proxy, config):
         settings = load_settings(config)
         first = start_worker(config, tmp_path / "first.log")
         second: subprocess.Popen[bytes] | None = None

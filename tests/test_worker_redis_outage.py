@@ -23,7 +23,7 @@ from devchain.redis_server import RedisServer
 from tests.evm_fixtures import EvmEnv, Shop
 from tests.rpc_proxy import RpcProxy
 from tests.support import connected_gate
-from tests.worker_process import start_worker, stop, wait_for, write_config
+from tests.worker_process import proxied_config, start_worker, stop, wait_for
 from verifier.gate import Offer
 from verifier.models import Failure, Receipt
 from verifier.settings import load_settings
@@ -59,14 +59,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 @contextlib.asynccontextmanager
 async def rig(evm: EvmEnv, redis: RedisServer, tmp_path: Path) -> AsyncIterator[Rig]:
-    with RpcProxy(evm.anvil.url) as proxy:
-        config = write_config(
-            tmp_path / "verifier.toml",
-            redis=redis.url,
-            rpc=proxy.url,
-            evm=evm,
-            job_timeout=JOB_TIMEOUT,
-        )
+    with proxied_config(tmp_path, redis.url, evm, job_timeout=JOB_TIMEOUT) as (proxy, config):
         log = tmp_path / "worker.log"
         worker = start_worker(config, log)
         try:

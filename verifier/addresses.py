@@ -27,10 +27,11 @@ import binascii
 import re
 from collections.abc import Callable
 
+from verifier.encodings import b58decode, b64decode_either
+
 NATIVE = "native"
 
 _EVM = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_TEXT = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
 _STELLAR_CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 _TON_RAW = re.compile(r"^(-?[0-9]{1,3}):[0-9a-fA-F]{64}$")
@@ -106,16 +107,8 @@ def _evm(address: str) -> None:
         raise ValueError(f"mixed case, but not its EIP-55 checksum spelling {eip55(address)}")
 
 
-def _b58decode(text: str) -> bytes:
-    number = 0
-    for char in text:
-        number = number * 58 + _B58.index(char)
-    zeros = len(text) - len(text.lstrip("1"))
-    return bytes(zeros) + number.to_bytes((number.bit_length() + 7) // 8, "big")
-
-
 def _solana(address: str) -> None:
-    if not _B58_TEXT.match(address) or len(_b58decode(address)) != 32:
+    if not _B58_TEXT.match(address) or len(b58decode(address)) != 32:
         raise ValueError("a Solana address is base58 of 32 bytes")
 
 
@@ -159,15 +152,13 @@ def _tvm(address: str) -> None:
     raw_form = _TON_RAW.match(address)
     if raw_form is not None and int(raw_form.group(1)) in (0, -1):
         return
-    if _TON_FRIENDLY.match(address):
-        text = address.replace("+", "-").replace("/", "_")
-        raw = base64.urlsafe_b64decode(text)
-        if (
-            raw[0] in _TON_TAGS
-            and raw[1] in (0x00, 0xFF)
-            and _crc16_xmodem(raw[:34]) == int.from_bytes(raw[34:], "big")
-        ):
-            return
+    raw = b64decode_either(address) if _TON_FRIENDLY.match(address) else None
+    if raw is not None and (
+        raw[0] in _TON_TAGS
+        and raw[1] in (0x00, 0xFF)
+        and _crc16_xmodem(raw[:34]) == int.from_bytes(raw[34:], "big")
+    ):
+        return
     raise ValueError(
         "a TON address is raw (0:<64 hex> or -1:<64 hex>) or user-friendly "
         "(48 characters of base64, checksum included)"

@@ -202,20 +202,21 @@ def check_listen(host: str, port: int) -> None:
             sock.bind(address)
 
 
-def build_config(
+def build_server(
     settings: Settings,
     app: ASGIApp | None = None,
     *,
     host: str | None = None,
     port: int | None = None,
-) -> uvicorn.Config:
-    """The server configuration for ``app`` (default: the gate of ``settings.routes``)."""
+) -> uvicorn.Server:
+    """A uvicorn ``Server`` for ``app`` (default: the gate of ``settings.routes``) within the
+    gate's limits; ``run()`` it, or ``await serve()``."""
     if app is None:
         from verifier.asgi import create_app
 
         app = create_app(settings)
     gate = settings.gate
-    return uvicorn.Config(
+    config = uvicorn.Config(
         RequestLimits(
             app, max_body_bytes=gate.max_body_bytes, max_header_bytes=gate.max_header_bytes
         ),
@@ -231,14 +232,4 @@ def build_config(
         log_level="warning",
         access_log=False,
     )
-
-
-def build_server(
-    settings: Settings,
-    app: ASGIApp | None = None,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-) -> uvicorn.Server:
-    """A uvicorn ``Server`` for :func:`build_config`; ``run()`` it, or ``await serve()``."""
-    return uvicorn.Server(build_config(settings, app, host=host, port=port))
+    return uvicorn.Server(config)

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
 from types import NoneType, UnionType
@@ -103,29 +104,38 @@ class NetworkSettings(_Section):
         return [http_url(url) for url in v]
 
 
-class AssetSettings(_Section):
+class _OnNetwork(_Section):
+    """A table about one network. ``network`` is its first key, so the keys after it are
+    checked against that network's shapes (``_shaped``); when it is invalid, they are not."""
+
     network: str
-    symbol: str = Field(pattern=r"^[A-Za-z0-9._-]{1,16}$")
-    asset: str  # chain-native id (verifier.addresses), or "native"
-    decimals: int = Field(ge=0, le=36)
 
     @field_validator("network")
     @classmethod
     def _network(cls, v: str) -> str:
         return normalize_network(v)
 
-    @field_validator("asset")
-    @classmethod
-    def _asset(cls, v: str, info: ValidationInfo) -> str:
+    @staticmethod
+    def _shaped(check: Callable[[str, str], None], v: str, info: ValidationInfo) -> str:
         if "network" in info.data:
-            check_asset(info.data["network"], v)
+            check(info.data["network"], v)
         return v
 
 
-class AcceptSettings(_Section):
+class AssetSettings(_OnNetwork):
+    symbol: str = Field(pattern=r"^[A-Za-z0-9._-]{1,16}$")
+    asset: str  # chain-native id (verifier.addresses), or "native"
+    decimals: int = Field(ge=0, le=36)
+
+    @field_validator("asset")
+    @classmethod
+    def _asset(cls, v: str, info: ValidationInfo) -> str:
+        return cls._shaped(check_asset, v, info)
+
+
+class AcceptSettings(_OnNetwork):
     """One rail of a paid route. Give ``amount`` in base units, or ``price`` in whole tokens."""
 
-    network: str
     # A symbol or an id the asset registry knows (built in, or [[assets]]), or "native".
     asset: str
     pay_to: str  # an address of the network (verifier.addresses)
@@ -135,17 +145,10 @@ class AcceptSettings(_Section):
     min_confirmations: int | None = Field(default=None, ge=1)
     binding: Binding = Binding.REQUIRED
 
-    @field_validator("network")
-    @classmethod
-    def _network(cls, v: str) -> str:
-        return normalize_network(v)
-
     @field_validator("pay_to")
     @classmethod
     def _pay_to(cls, v: str, info: ValidationInfo) -> str:
-        if "network" in info.data:
-            check_address(info.data["network"], v)
-        return v
+        return cls._shaped(check_address, v, info)
 
     @model_validator(mode="after")
     def _one_amount(self) -> AcceptSettings:

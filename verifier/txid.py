@@ -25,14 +25,13 @@ characters without spaces.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
+from verifier.encodings import b58decode, b64decode_either
 from verifier.errors import InvalidProof, PluginError
 
 ENTRY_POINT_GROUP = "verifier.txid"
@@ -40,7 +39,6 @@ MAX_TX_REF = 256
 
 _EVM = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_TEXT = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{64,88}$")
 _B64_HASH = re.compile(r"^[A-Za-z0-9+/_-]{43}=?$")
 _BOUNDED = re.compile(rf"^[\x21-\x7e]{{1,{MAX_TX_REF}}}$")
@@ -56,16 +54,8 @@ def _evm(ref: str) -> str:
     return ref.lower()
 
 
-def _b58_length(text: str) -> int:
-    number = 0
-    for char in text:
-        number = number * 58 + _B58.index(char)
-    zeros = len(text) - len(text.lstrip("1"))
-    return zeros + (number.bit_length() + 7) // 8
-
-
 def _solana(ref: str) -> str:
-    if not _B58_TEXT.match(ref) or _b58_length(ref) != 64:
+    if not _B58_TEXT.match(ref) or len(b58decode(ref)) != 64:
         raise ValueError("a Solana transaction signature is base58 of 64 bytes")
     return ref
 
@@ -80,12 +70,8 @@ def _ton_hash(ref: str) -> str | None:
     if _HEX64.match(ref):
         return ref.lower()
     if _B64_HASH.match(ref):
-        text = ref.rstrip("=").replace("+", "-").replace("/", "_") + "="
-        try:
-            raw = base64.urlsafe_b64decode(text)
-        except (binascii.Error, ValueError):
-            return None
-        return raw.hex() if len(raw) == 32 else None
+        raw = b64decode_either(ref)
+        return raw.hex() if raw is not None and len(raw) == 32 else None
     return None
 
 

@@ -29,6 +29,18 @@ free_port() {
   "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# cli LOG ARGS...: the installed `x402-verifier ARGS...`, its output in LOG and shown indented,
+# its exit status in $code.
+cli() {
+  local log=$1
+  shift
+  set +e
+  "$venv/x402-verifier" "$@" >"$log" 2>&1
+  code=$?
+  set -e
+  sed 's/^/  /' "$log"
+}
+
 # The anvil binary the way devchain/anvil.py finds it: $X402_ANVIL, the npm platform package
 # (not node_modules/.bin/anvil: that is a node wrapper, and stopping it can leave anvil running),
 # then PATH.
@@ -78,19 +90,17 @@ for sdk in solders stellar_sdk pytoniq_core; do
   fi
 done
 
+key="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')"
+
 # A configured family whose extra is missing stops the worker at start with the command to run.
 cat >"$tmp/solana.toml" <<EOF
 redis_url = "redis://127.0.0.1:1/0"
 [challenge]
-keys = { k1 = "$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')" }
+keys = { k1 = "$key" }
 [networks."solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"]
 rpc_urls = ["http://127.0.0.1:1"]
 EOF
-set +e
-"$venv/x402-verifier" worker --config "$tmp/solana.toml" >"$tmp/solana.log" 2>&1
-code=$?
-set -e
-sed 's/^/  /' "$tmp/solana.log"
+cli "$tmp/solana.log" worker --config "$tmp/solana.toml"
 [ "$code" = 2 ] || fail "a Solana worker without the solana extra exited with $code, not 2"
 grep -q "pip install 'x402-verifier\[solana\]'\$" "$tmp/solana.log" ||
   fail "a Solana worker without the solana extra did not name pip install 'x402-verifier[solana]'"
@@ -133,7 +143,7 @@ redis_url = "redis://127.0.0.1:$redis_port/0"
 
 [challenge]
 active = "k1"
-keys = { k1 = "$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')" }
+keys = { k1 = "$key" }
 
 [networks."eip155:31337"]
 rpc_urls = ["http://127.0.0.1:$anvil_port"]
@@ -141,11 +151,7 @@ min_confirmations = 1
 EOF
 
 echo "evm-only: x402-verifier doctor"
-set +e
-"$venv/x402-verifier" doctor --config "$tmp/verifier.toml" >"$tmp/doctor.log" 2>&1
-code=$?
-set -e
-sed 's/^/  /' "$tmp/doctor.log"
+cli "$tmp/doctor.log" doctor --config "$tmp/verifier.toml"
 [ "$code" = 0 ] || fail "doctor exited with $code"
 grep -q '^redis       ok' "$tmp/doctor.log" || fail "doctor did not report Redis ok"
 grep -q '^network     ok    eip155:31337 http' "$tmp/doctor.log" || fail "doctor did not report the network's RPC URL ok"
