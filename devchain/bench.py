@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from devchain.bench_table import render, scale_key, table
 from devchain.demo import rail_config
@@ -35,7 +36,7 @@ from devchain.rails import Rail, load_rails
 from devchain.redis_server import RedisServer, free_port
 from devchain.stub import TXS_PER_BLOCK
 from verifier.gate import Gate, Offer
-from verifier.models import PaymentPayload, ProofBody, Receipt, ResourceInfo
+from verifier.models import Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
 from verifier.settings import AcceptSettings, Settings, load_settings
 from verifier.wire import encode_json
 
@@ -348,6 +349,50 @@ class Bench:
             await asyncio.sleep(0.05)
         return proc
 
+    async def flood(self, n: int) -> float:
+        """Queue ``n`` proofs of transactions that are never mined, through the gate; proofs/s.
+
+        Each answers its own fresh challenge (the per-challenge cap does not refuse them) and
+        the gate waits for none of them (a tiny timeout): a client that sends and goes away.
+        """
+        headers = []
+        for _ in range(n):
+            accept = self.gate.challenge(ResourceInfo(url=RESOURCE), self.offers).accepts[0]
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + secrets.token_hex(32))
+            headers.append(encode_json(PaymentPayload(accepted=accept, payload=body)))
+        sem = asyncio.Semaphore(200)
+
+        async def one(h: str) -> None:
+            async with sem:
+                out = await self.gate.settle(h, resource=RESOURCE, offers=self.offers, timeout=1e-3)
+            if not (isinstance(out, Failure) and out.transient):
+                raise RuntimeError(f"a flood proof was not left pending: {out}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(h) for h in headers))
+        return n / (time.perf_counter() - start)
+
+    async def pending(self) -> int:
+        """Stored pending outcomes: each proof whose last attempt was transient has one."""
+        count = 0
+        match = self.gate.store.keys.pending("*")
+        async for _ in self.gate.redis.scan_iter(match=match, count=10_000):
+            count += 1
+        return count
+
+    async def clear_queue(self) -> None:
+        """Drop every queued job and its arq key, and wait until none runs any more."""
+        redis = self.gate.redis
+        for _ in range(2):  # again, once the attempts in flight have ended
+            await redis.delete(self.settings.queue_name)
+            async for key in redis.scan_iter(match=job_key_prefix + "*", count=10_000):
+                await redis.unlink(key)
+            deadline = time.monotonic() + 30
+            while [k async for k in redis.scan_iter(match=in_progress_key_prefix + "*")]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("jobs still run after the queue was cleared")
+                await asyncio.sleep(0.1)
+
     def challenge_rate(self, n: int) -> float:
         resource = ResourceInfo(url=RESOURCE)
         start = time.perf_counter()
@@ -492,6 +537,43 @@ async def scale_out(
     return out
 
 
+# Row 10: an honest proof's latency while a flood of proofs that never confirm retries.
+FLOOD_RPC_SECONDS = 0.05
+HONEST_RATE = 10  # honest proofs/s, each timed from settle to receipt
+
+
+async def flood_isolation(bench: Bench, flood: int, honest_seconds: float) -> dict[str, Any]:
+    """Median honest settle latency, quiet and then under ``flood`` never-mined proofs.
+
+    Honest proofs arrive at 10/s for ``honest_seconds``, first on a quiet queue, then once every
+    flood proof has had its first attempt and retries (each has a pending outcome): new honest
+    proofs then compete with retries, as the flood goes on for the challenges' lifetime, not
+    with the flood's own first attempts (first come, first served like any new proof).
+    """
+    await bench.latency(FLOOD_RPC_SECONDS)
+    await bench.steady(HONEST_RATE, 1)  # warm up
+    quiet = statistics.median(await bench.steady(HONEST_RATE, honest_seconds))
+    before = await bench.pending()
+    enqueue_rate = await bench.flood(flood)
+    start = time.perf_counter()
+    while await bench.pending() < before + flood:
+        if time.perf_counter() - start > 300:
+            raise RuntimeError("the flood's first attempts did not end")
+        await asyncio.sleep(0.5)
+    first_attempts = time.perf_counter() - start
+    under = statistics.median(await bench.steady(HONEST_RATE, honest_seconds))
+    await bench.clear_queue()
+    await bench.latency(0.0)
+    return {
+        "flood_proofs": flood,
+        "flood_rpc_ms": FLOOD_RPC_SECONDS * 1000,
+        "flood_enqueue_s": enqueue_rate,
+        "flood_first_attempts_done_s": first_attempts,
+        "flood_honest_quiet_p50_ms": quiet * 1000,
+        "flood_honest_p50_ms": under * 1000,
+    }
+
+
 async def run(quick: bool) -> dict[str, Any]:
     scale = 0.25 if quick else 1.0
     n = int(2000 * scale)
@@ -576,6 +658,16 @@ async def run(quick: bool) -> dict[str, Any]:
                     bench, procs, worker_cmd, int(400 * scale) + 50, runs=1 if quick else 3
                 )
             )
+
+            # Last, on a worker of its own: the flood leaves thousands of jobs retrying.
+            worker = await bench.start_worker(procs, worker_cmd)
+            await bench.throughput(200)
+            results.update(
+                await flood_isolation(
+                    bench, flood=int(10_000 * scale), honest_seconds=4 * scale + 1
+                )
+            )
+            procs.stop(worker)
         finally:
             await gate.close()
             await bench.stub.aclose()

@@ -33,6 +33,7 @@ def table(r: dict[str, Any]) -> list[Row]:
     base = r["queue_baseline_jobs_s"]
     v0 = r["verify_0ms_s"]
     one = r[scale_key(1)]
+    flood = r["flood_honest_p50_ms"] / r["flood_honest_quiet_p50_ms"]
     rows = [
         Row("1 queue baseline (arq no-op, 1 worker)", f"{base:,.0f} jobs/s", "reference", None),
         Row(
@@ -118,6 +119,14 @@ def table(r: dict[str, Any]) -> list[Row]:
             f"{r['worker_rss_idle_mb']:.0f} / {r['worker_rss_load_mb']:.0f} MB",
             "<= 150 MB",
             r["worker_rss_load_mb"] <= 150,
+        ),
+        Row(
+            f"10 honest proof p50 under {r['flood_proofs']:,} never-mined "
+            f"@{r['flood_rpc_ms']:.0f} ms",
+            f"{r['flood_honest_p50_ms']:.0f} ms vs {r['flood_honest_quiet_p50_ms']:.0f} ms quiet = "
+            f"{flood:.2f}x",
+            "<= 2x",
+            flood <= 2,
         ),
     ]
     return rows

@@ -30,6 +30,10 @@ RESULTS = {
     "scale_4_workers_200ms_s_cpu_busy": 0.6,
     "worker_rss_idle_mb": 90.0,
     "worker_rss_load_mb": 120.0,
+    "flood_proofs": 10000,
+    "flood_rpc_ms": 50.0,
+    "flood_honest_quiet_p50_ms": 60.0,
+    "flood_honest_p50_ms": 110.0,
 }
 
 
@@ -45,6 +49,7 @@ def test_rows_judge_against_their_targets() -> None:
     assert verdict["8 scale-out @50 ms, 2 workers vs 1 (bound by the 2 shared cores)"] is None
     assert verdict["8 scale-out @200 ms, max_jobs 50, 2 workers vs 1"] is True  # 1.95x >= 1.9x
     assert verdict["8 scale-out @200 ms, max_jobs 50, 4 workers vs 1"] is False  # 3.5x < 3.6x
+    assert verdict["10 honest proof p50 under 10,000 never-mined @50 ms"] is True  # 1.83x
     assert verdict["9 worker RSS idle / peak under load"] is True
     text = render(table(RESULTS))
     assert "0.70x baseline" in text and "NO" in text
