@@ -28,13 +28,15 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
-from devchain.bench_table import render, table
+from devchain.bench_table import render, scale_key, table
 from devchain.demo import rail_config
 from devchain.rails import Rail, load_rails
 from devchain.redis_server import RedisServer, free_port
+from devchain.stub import TXS_PER_BLOCK
 from verifier.gate import Gate, Offer
-from verifier.models import PaymentPayload, ProofBody, Receipt, ResourceInfo
+from verifier.models import Failure, PaymentPayload, ProofBody, Receipt, ResourceInfo
 from verifier.settings import AcceptSettings, Settings, load_settings
 from verifier.wire import encode_json
 
@@ -94,8 +96,13 @@ def _rss_kib(pid: int, field_name: str) -> int:
 class Procs:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
+        )
         self.procs.append(proc)
         return proc
 
@@ -160,8 +167,13 @@ class Bench:
         reply.raise_for_status()
         return reply.json()
 
-    async def latency(self, seconds: float) -> None:
-        await self.stub_post("/_admin/latency", {"seconds": seconds})
+    async def latency(self, seconds: float, jitter: float = 0.0) -> None:
+        """Every RPC request waits ``seconds`` x uniform(1 - ``jitter``, 1 + ``jitter``)."""
+        await self.stub_post("/_admin/latency", {"seconds": seconds, "jitter": jitter})
+
+    async def txs_per_block(self, n: int) -> None:
+        """Put each proof registered from now on in a block with ``n - 1`` others."""
+        await self.stub_post("/_admin/blocks", {"txs_per_block": n})
 
     async def stub_requests(self) -> int:
         stats = await self.stub_post("/_admin/stats", {})
@@ -200,6 +212,37 @@ class Bench:
         start = time.perf_counter()
         ok = sum(await asyncio.gather(*(one(h) for h in headers)))
         return time.perf_counter() - start, ok
+
+    async def steady_rate(self, n: int, concurrency: int) -> tuple[float, float]:
+        """Verifications/s of ``n`` proofs, ``concurrency`` at a time, in the steady state, and
+        the share of the machine's CPU in use meanwhile.
+
+        Both are taken between the 20 % and the 80 % mark of the receipts, so that neither the
+        ramp-up (the first jobs, the gate's first burst of submits) nor the tail (fewer proofs
+        left than the workers hold) is in the figures. The rate is the slope of a least-squares
+        line through the receipt times, less sensitive than a count between two receipts to
+        receipts that come in waves.
+        """
+        headers = await self.proofs(n)
+        sem = asyncio.Semaphore(concurrency)
+        lo, hi = n // 5, n * 4 // 5
+        done: list[float] = []
+        ticks: list[tuple[int, int]] = []
+
+        async def one(h: str) -> None:
+            async with sem:
+                out = await self.gate.settle(h, resource=RESOURCE, offers=self.offers, timeout=60)
+            if not isinstance(out, Receipt):
+                raise RuntimeError(f"a proof did not verify: {out}")
+            done.append(time.perf_counter())
+            if len(done) in (lo + 1, hi + 1):
+                ticks.append(_cpu_ticks())
+
+        await asyncio.gather(*(one(h) for h in headers))
+        (total0, idle0), (total1, idle1) = ticks
+        busy = 1 - (idle1 - idle0) / max(total1 - total0, 1)
+        slope, _ = statistics.linear_regression(done[lo:hi], range(lo, hi))
+        return slope, busy
 
     async def rate(self, n: int) -> float:
         """Verifications/s for ``n`` proofs; remembers the RPC requests per verification."""
@@ -296,6 +339,68 @@ class Bench:
         await adapter.close()
         return statistics.mean(times)
 
+    async def start_worker(
+        self, procs: Procs, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker process, once it polls the queue.
+
+        arq writes the queue's health-check key at a worker's first poll (then hourly); it is
+        cleared first so that a worker already running does not answer for the new one.
+        """
+        key = f"{self.settings.queue_name}:health-check"
+        await self.gate.redis.delete(key)
+        proc = procs.start(cmd, env)
+        deadline = time.monotonic() + 60
+        while not await self.gate.redis.exists(key):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {' '.join(cmd)} did not start")
+            await asyncio.sleep(0.05)
+        return proc
+
+    async def flood(self, n: int) -> float:
+        """Queue ``n`` proofs of transactions that are never mined, through the gate; proofs/s.
+
+        Each answers its own fresh challenge (the per-challenge cap does not refuse them) and
+        the gate waits for none of them (a tiny timeout): a client that sends and goes away.
+        """
+        headers = []
+        for _ in range(n):
+            accept = self.gate.challenge(ResourceInfo(url=RESOURCE), self.offers).accepts[0]
+            body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + secrets.token_hex(32))
+            headers.append(encode_json(PaymentPayload(accepted=accept, payload=body)))
+        sem = asyncio.Semaphore(200)
+
+        async def one(h: str) -> None:
+            async with sem:
+                out = await self.gate.settle(h, resource=RESOURCE, offers=self.offers, timeout=1e-3)
+            if not (isinstance(out, Failure) and out.transient):
+                raise RuntimeError(f"a flood proof was not left pending: {out}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(h) for h in headers))
+        return n / (time.perf_counter() - start)
+
+    async def pending(self) -> int:
+        """Stored pending outcomes: each proof whose last attempt was transient has one."""
+        count = 0
+        match = self.gate.store.keys.pending("*")
+        async for _ in self.gate.redis.scan_iter(match=match, count=10_000):
+            count += 1
+        return count
+
+    async def clear_queue(self) -> None:
+        """Drop every queued job and its arq key, and wait until none runs any more."""
+        redis = self.gate.redis
+        for _ in range(2):  # again, once the attempts in flight have ended
+            await redis.delete(self.settings.queue_name)
+            async for key in redis.scan_iter(match=job_key_prefix + "*", count=10_000):
+                await redis.unlink(key)
+            deadline = time.monotonic() + 30
+            while [k async for k in redis.scan_iter(match=in_progress_key_prefix + "*")]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("jobs still run after the queue was cleared")
+                await asyncio.sleep(0.1)
+
     def challenge_rate(self, n: int) -> float:
         resource = ResourceInfo(url=RESOURCE)
         start = time.perf_counter()
@@ -381,23 +486,100 @@ async def median_of(runs: int, measure: Callable[[], Awaitable[float]]) -> float
     return statistics.median([await measure() for _ in range(runs)])
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the whole machine so far (Linux ``/proc/stat``)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]  # idle and iowait
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _wait_ready(redis_url: str, queue: str, procs: int) -> None:
-    from redis.asyncio import Redis
+# Row 8, latency-bound: each worker's concurrency, not the CPU, is the limit. Each proof is in
+# a block of its own, so a verification waits two RPC round trips (transaction and receipt in
+# one batch, then its block) whichever worker runs it and however fast; the head is shared.
+# With the stub's 20 proofs to a block, a worker's block cache would serve more of them the more
+# slowly it runs them, and the ratios would measure that cache as much as the added workers.
+SCALE_RPC_SECONDS = 0.2
+# +-50 %, uniform: with a fixed latency, jobs that start together end together, and the waves
+# of receipts that follow never smooth out.
+SCALE_RPC_JITTER = 0.5
+SCALE_MAX_JOBS = 50
+SCALE_WORKERS = (1, 2, 4)
 
-    # Workers announce themselves with arq's health-check key; give them time to load.
-    client = Redis.from_url(redis_url)
-    deadline = time.monotonic() + 60
-    while not await client.exists(f"{queue}:health-check"):
-        if time.monotonic() > deadline:
-            raise RuntimeError("workers did not start")
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.5 * procs)
-    await client.aclose()
+
+async def scale_out(
+    bench: Bench, procs: Procs, worker_cmd: list[str], per_worker: int, runs: int = 3
+) -> dict[str, Any]:
+    """Steady verifications/s with 1, 2 and 4 workers of ``max_jobs`` = 50 at 200 ms RPC.
+
+    ``per_worker`` proofs per worker in each of ``runs`` runs (the median is kept), so that
+    every run lasts about as long. The gate keeps twice what four workers hold in flight, so
+    that each worker always finds jobs. Workers are added one at a time, each ready before the
+    next. The machine's CPU use during the runs is reported with the figures: near 100 %, the
+    row measures the cores, not scale-out.
+    """
+    await bench.latency(SCALE_RPC_SECONDS, jitter=SCALE_RPC_JITTER)
+    await bench.txs_per_block(1)
+    env = {"X402_WORKER__MAX_JOBS": str(SCALE_MAX_JOBS)}
+    offered = 2 * SCALE_MAX_JOBS * max(SCALE_WORKERS)
+    started: list[subprocess.Popen[bytes]] = []
+    out: dict[str, Any] = {
+        "scale_rpc_ms": SCALE_RPC_SECONDS * 1000,
+        "scale_max_jobs": SCALE_MAX_JOBS,
+    }
+    for count in SCALE_WORKERS:
+        while len(started) < count:
+            started.append(await bench.start_worker(procs, worker_cmd, env))
+        await bench.throughput(SCALE_MAX_JOBS * count)  # the new workers' connections
+        n = per_worker * count
+        measured = [await bench.steady_rate(n, offered) for _ in range(runs)]
+        out[scale_key(count)] = statistics.median(rate for rate, _ in measured)
+        out[scale_key(count) + "_cpu_busy"] = statistics.median(busy for _, busy in measured)
+    for proc in started:
+        procs.stop(proc)
+    await bench.latency(0.0)
+    await bench.txs_per_block(TXS_PER_BLOCK)
+    return out
+
+
+# Row 10: an honest proof's latency while a flood of proofs that never confirm retries.
+FLOOD_RPC_SECONDS = 0.05
+HONEST_RATE = 10  # honest proofs/s, each timed from settle to receipt
+
+
+async def flood_isolation(bench: Bench, flood: int, honest_seconds: float) -> dict[str, Any]:
+    """Median honest settle latency, quiet and then under ``flood`` never-mined proofs.
+
+    Honest proofs arrive at 10/s for ``honest_seconds``, first on a quiet queue, then once every
+    flood proof has had its first attempt and retries (each has a pending outcome): new honest
+    proofs then compete with retries, as the flood goes on for the challenges' lifetime, not
+    with the flood's own first attempts (first come, first served like any new proof).
+    """
+    await bench.latency(FLOOD_RPC_SECONDS)
+    await bench.steady(HONEST_RATE, 1)  # warm up
+    quiet = statistics.median(await bench.steady(HONEST_RATE, honest_seconds))
+    before = await bench.pending()
+    enqueue_rate = await bench.flood(flood)
+    start = time.perf_counter()
+    while await bench.pending() < before + flood:
+        if time.perf_counter() - start > 300:
+            raise RuntimeError("the flood's first attempts did not end")
+        await asyncio.sleep(0.5)
+    first_attempts = time.perf_counter() - start
+    under = statistics.median(await bench.steady(HONEST_RATE, honest_seconds))
+    await bench.clear_queue()
+    await bench.latency(0.0)
+    return {
+        "flood_proofs": flood,
+        "flood_rpc_ms": FLOOD_RPC_SECONDS * 1000,
+        "flood_enqueue_s": enqueue_rate,
+        "flood_first_attempts_done_s": first_attempts,
+        "flood_honest_quiet_p50_ms": quiet * 1000,
+        "flood_honest_p50_ms": under * 1000,
+    }
 
 
 async def run(quick: bool) -> dict[str, Any]:
@@ -425,15 +607,12 @@ async def run(quick: bool) -> dict[str, Any]:
         bench = Bench(settings, stub_url, gate)
         try:
             # Row 1 first, with arq's own worker class and only the no-op job.
-            stock = procs.start([*worker_cmd, "stock"])
-            await _wait_ready(redis.url, settings.queue_name, 1)
+            stock = await bench.start_worker(procs, [*worker_cmd, "stock"])
             await bench.queue_baseline(200)
             results["queue_baseline_jobs_s"] = await median_of(3, lambda: bench.queue_baseline(n))
             procs.stop(stock)
-            await gate.redis.delete(f"{settings.queue_name}:health-check")
 
-            worker = procs.start(worker_cmd)
-            await _wait_ready(redis.url, settings.queue_name, 1)
+            worker = await bench.start_worker(procs, worker_cmd)
             results["worker_rss_idle_mb"] = _rss_kib(worker.pid, "VmRSS") / 1024
             await bench.throughput(200)  # warm up connections and caches
 
@@ -474,12 +653,29 @@ async def run(quick: bool) -> dict[str, Any]:
             )
             procs.stop(gate_proc)
 
+            # Row 8, CPU-bound: two workers of max_jobs 500 at 50 ms share the two cores.
             await bench.latency(0.05)
             results["scale_1_worker_50ms_s"] = await median_of(3, lambda: bench.rate(n))
-            second = procs.start(worker_cmd)
-            await asyncio.sleep(3)
+            second = await bench.start_worker(procs, worker_cmd)
+            await bench.throughput(200)
             results["scale_2_workers_50ms_s"] = await median_of(3, lambda: bench.rate(n))
             procs.stop(second)
+            procs.stop(worker)
+            results.update(
+                await scale_out(
+                    bench, procs, worker_cmd, int(400 * scale) + 50, runs=1 if quick else 3
+                )
+            )
+
+            # Last, on a worker of its own: the flood leaves thousands of jobs retrying.
+            worker = await bench.start_worker(procs, worker_cmd)
+            await bench.throughput(200)
+            results.update(
+                await flood_isolation(
+                    bench, flood=int(10_000 * scale), honest_seconds=4 * scale + 1
+                )
+            )
+            procs.stop(worker)
         finally:
             await gate.close()
             await bench.stub.aclose()

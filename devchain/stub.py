@@ -2,9 +2,11 @@
 
 One small asyncio HTTP/1.1 server (keep-alive, JSON bodies) that speaks EVM JSON-RPC at ``/evm``
 with responses in the real shapes (``eth_getTransactionByHash``, ``eth_getTransactionReceipt``
-with ERC-20 ``Transfer`` logs, ``eth_getBlockByNumber``, ``eth_blockNumber``, ``eth_chainId``).
+with ERC-20 ``Transfer`` logs, ``eth_getBlockByNumber``, ``eth_blockNumber``, ``eth_chainId``),
+each answered after an added latency (``POST /_admin/latency``: seconds, and an optional jitter).
 Transactions are registered by the benchmark before a run (``POST /_admin/evm``) so that every
-proof it sends pays what its challenge asks. ``GET /_admin/stats`` returns request counts.
+proof it sends pays what its challenge asks, ``TXS_PER_BLOCK`` to a block unless
+``POST /_admin/blocks`` says otherwise. ``GET /_admin/stats`` returns request counts.
 
 Run it in its own process (``python -m devchain.stub PORT``) so that it does not take CPU from
 the processes being measured.
@@ -13,6 +15,7 @@ the processes being measured.
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import time
 from typing import Any
@@ -36,11 +39,12 @@ class EvmBook:
         self.receipts: dict[str, dict[str, Any]] = {}
         self.blocks: dict[int, dict[str, Any]] = {}
         self.head = 100
+        self.txs_per_block = TXS_PER_BLOCK
 
     def register(self, entries: list[dict[str, Any]]) -> None:
         now = int(time.time())
         for entry in entries:
-            number = self.head + 1 + len(self.txs) // TXS_PER_BLOCK
+            number = self.head + 1 + len(self.txs) // self.txs_per_block
             block_hash = "0x" + number.to_bytes(32, "big").hex()
             self.blocks.setdefault(
                 number,
@@ -116,6 +120,7 @@ class EvmBook:
 class Stub:
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
+        self.jitter = 0.0  # each request waits latency x uniform(1 - jitter, 1 + jitter)
         self.evm = EvmBook()
         self.requests: dict[str, int] = {}
         self.calls: dict[str, int] = {}
@@ -146,14 +151,19 @@ class Stub:
             self.calls.clear()
             return 200, b"{}"
         if path == "/_admin/latency":
-            self.latency = float(orjson.loads(body)["seconds"])
+            settings = orjson.loads(body)
+            self.latency = float(settings["seconds"])
+            self.jitter = float(settings.get("jitter", 0.0))
+            return 200, b"{}"
+        if path == "/_admin/blocks":
+            self.evm.txs_per_block = int(orjson.loads(body)["txs_per_block"])
             return 200, b"{}"
         if path == "/_admin/evm":
             self.evm.register(orjson.loads(body))
             return 200, b"{}"
         self.requests[path] = self.requests.get(path, 0) + 1
         if self.latency:
-            await asyncio.sleep(self.latency)
+            await asyncio.sleep(self.latency * random.uniform(1 - self.jitter, 1 + self.jitter))
         if path == "/evm" and method == "POST":
             return 200, orjson.dumps(self._rpc(orjson.loads(body)))
         return 404, b'{"error": "not found"}'

@@ -20,9 +20,20 @@ RESULTS = {
     "http_unpaid_rps": 3000.0,
     "http_verification_share": 0.8,
     "scale_1_worker_50ms_s": 500.0,
-    "scale_2_workers_50ms_s": 900.0,
+    "scale_2_workers_50ms_s": 600.0,
+    "scale_rpc_ms": 200.0,
+    "scale_max_jobs": 50,
+    "scale_1_worker_200ms_s": 100.0,
+    "scale_2_workers_200ms_s": 195.0,
+    "scale_4_workers_200ms_s": 350.0,
+    "scale_2_workers_200ms_s_cpu_busy": 0.4,
+    "scale_4_workers_200ms_s_cpu_busy": 0.6,
     "worker_rss_idle_mb": 90.0,
     "worker_rss_load_mb": 120.0,
+    "flood_proofs": 10000,
+    "flood_rpc_ms": 50.0,
+    "flood_honest_quiet_p50_ms": 60.0,
+    "flood_honest_p50_ms": 110.0,
 }
 
 
@@ -34,7 +45,12 @@ def test_rows_judge_against_their_targets() -> None:
     assert verdict["4 gate overhead @100/s p99"] is False
     assert verdict["5 RPC requests / verification, Solana"] is False
     assert "5 RPC requests / verification, TON" not in verdict  # not measured, not shown
-    assert verdict["8 scale-out, 2 workers vs 1 @50 ms"] is True  # 1.8x
+    # CPU-bound on the benchmark machine: informational, no verdict.
+    assert verdict["8 scale-out @50 ms, 2 workers vs 1 (bound by the 2 shared cores)"] is None
+    assert verdict["8 scale-out @200 ms, max_jobs 50, 2 workers vs 1"] is True  # 1.95x >= 1.9x
+    assert verdict["8 scale-out @200 ms, max_jobs 50, 4 workers vs 1"] is False  # 3.5x < 3.6x
+    assert verdict["10 honest proof p50 under 10,000 never-mined @50 ms"] is True  # 1.83x
     assert verdict["9 worker RSS idle / peak under load"] is True
     text = render(table(RESULTS))
     assert "0.70x baseline" in text and "NO" in text
+    assert "350/s vs 100/s = 3.50x (CPU 60% busy)" in text
