@@ -172,11 +172,12 @@ async def test_a_backlog_of_retrying_proofs_does_not_hold_back_a_new_one(
     evm: EvmEnv, make_settings: SettingsFactory, redis: Redis
 ) -> None:
     # One worker slot, and a backlog of never-mined proofs that retry at once: before fresh
-    # jobs were ranked ahead, the honest proof waited its turn behind every due retry.
+    # jobs were ranked ahead, the honest proof waited its turn behind every due retry; and
+    # with a read of many ids per poll, behind every retry of the read before it arrived.
     settings = evm_settings(
         make_settings,
         evm,
-        worker={"max_jobs": 1, "retry_base": 0.05, "retry_max": 0.05},
+        worker={"max_jobs": 1, "queue_read_limit": 100, "retry_base": 0.05, "retry_max": 0.05},
     )
     async with connected_gate(settings) as gate:
         shop = Shop(gate, evm)
