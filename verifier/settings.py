@@ -14,15 +14,13 @@ is an error, not a silently ignored line; addresses and asset ids have their net
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
 from collections.abc import Callable
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
-from types import NoneType, UnionType
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -44,14 +42,10 @@ from pydantic_settings import (
 
 from verifier.addresses import check_address, check_asset
 from verifier.assets import AssetInfo, AssetRegistry, namespace_of, normalize_network
+from verifier.config_check import CONFIG_ENV, ENV_PREFIX, check_environment, one_line
 from verifier.errors import ConfigError
 from verifier.models import MAX_HEADER_BYTES, Binding
 
-CONFIG_ENV = "X402_CONFIG"
-ENV_PREFIX = "X402_"
-# Variables with the prefix that are not settings: the file's path, and those the repository's
-# development tools read (devchain's binaries, the tests' fuzzing budget).
-NOT_SETTINGS = frozenset({CONFIG_ENV, "X402_ANVIL", "X402_REDIS_SERVER", "X402_FUZZ_EXAMPLES"})
 # What each family's adapter means by ``finality``; other namespaces' adapters read their own.
 FINALITIES = {
     "eip155": ("EVM", ("latest", "safe", "finalized")),
@@ -335,7 +329,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        check_environment(os.environ)
+        check_environment(os.environ, cls)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if cls._toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
@@ -458,7 +452,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         settings = Settings(**overrides)
     except ValidationError as exc:
         where = f" in {toml_path}" if toml_path else ""
-        raise ConfigError(f"invalid configuration{where}: {_one_line(exc)}") from exc
+        raise ConfigError(f"invalid configuration{where}: {one_line(exc)}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -473,105 +467,6 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             'e.g. X402_CHALLENGE__KEYS=\'{"k1": "<openssl rand -hex 32>"}\''
         )
     return settings
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-            out += f".{part}" if out else part
-        else:  # a network id, a key id
-            out += f'."{part}"' if out else f'"{part}"'
-    return out
-
-
-def _one_line(exc: ValidationError) -> str:
-    """Each error as ``key: what``; never the input, which may be a secret."""
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False):
-        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        where = _location(error["loc"])
-        # Our own messages name their key already (routes[0].path: ...).
-        parts.append(message if not where or message.startswith(where) else f"{where}: {message}")
-    return "; ".join(parts)
-
-
-def _setting(parts: list[str]) -> Any:
-    """The annotation of the setting at ``parts`` (lowercase names), or ``None``."""
-    annotation: Any = Settings
-    for part in parts:
-        annotation = _unoptional(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(part)
-            if field is None or not part:
-                return None
-            annotation = field.annotation
-        elif get_origin(annotation) is dict and part:
-            annotation = get_args(annotation)[1]  # a table of any keys: networks, keys, options
-        else:
-            return None
-    return annotation
-
-
-def _unoptional(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, UnionType):
-        args = [a for a in get_args(annotation) if a is not NoneType]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _is_complex(annotation: Any) -> bool:
-    # What pydantic-settings reads as JSON from a variable.
-    annotation = _unoptional(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return True
-    return annotation in (dict, list) or get_origin(annotation) in (dict, list, tuple, set)
-
-
-def check_environment(environ: dict[str, str] | os._Environ[str]) -> None:
-    """``ConfigError`` for an ``X402_*`` variable that names no setting, or whose value is not
-    the JSON its setting needs (tables and lists are JSON: ``X402_CHALLENGE__KEYS='{...}'``).
-
-    pydantic-settings ignores a variable that names nothing (``X402_WORKER_MAX_JOBS``, with one
-    underscore), so a typo would silently keep the default.
-    """
-    for name, value in environ.items():
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_SETTINGS:
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        annotation = _setting(parts)
-        if annotation is None:
-            hint = _suggestion(name)
-            raise ConfigError(
-                f"environment variable {name} names no setting"
-                + (f" (did you mean {hint}?)" if hint else "")
-                + "; nested keys take two underscores: X402_<SECTION>__<KEY>"
-            )
-        if _is_complex(annotation):
-            try:
-                json.loads(value)
-            except ValueError as exc:
-                # Not the value: it may be a secret (X402_CHALLENGE__KEYS).
-                raise ConfigError(
-                    f"environment variable {name} is not JSON (this setting is a table or "
-                    f'a list, e.g. X402_CHALLENGE__KEYS=\'{{"k1": "<64 hex>"}}\'): '
-                    f"{type(exc).__name__} at char {getattr(exc, 'pos', '?')}"
-                ) from None
-
-
-def _suggestion(name: str) -> str | None:
-    """The same name with one ``_`` doubled, when that names a setting."""
-    body = name[len(ENV_PREFIX) :]
-    for at in (i for i, ch in enumerate(body) if ch == "_"):
-        candidate = body[:at] + "_" + body[at:]
-        if "___" not in candidate and _setting(candidate.lower().split("__")) is not None:
-            return name[: len(ENV_PREFIX)] + candidate
-    return None
 
 
 def parse_price(price: str, decimals: int) -> int:
