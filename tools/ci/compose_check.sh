@@ -54,8 +54,9 @@ import json
 import os
 import sys
 
+from verifier.config_check import check_environment
 from verifier.errors import ConfigError
-from verifier.settings import check_environment, load_settings
+from verifier.settings import Settings, load_settings
 
 key = os.environ["KEY_JSON"]
 services = json.loads(os.environ["COMPOSE_JSON"])["services"]
@@ -85,7 +86,7 @@ for name in ("worker", "gate"):
     if env.get("X402_CHALLENGE__KEYS") != key:
         problems.append(f"{name}: X402_CHALLENGE__KEYS resolves to {env.get('X402_CHALLENGE__KEYS')!r}, not {key!r}")
     try:
-        check_environment(env)
+        check_environment(env, Settings)
     except ConfigError as exc:
         problems.append(f"{name}: {exc}")
     config = volumes(name).get(env.get("X402_CONFIG", ""))
