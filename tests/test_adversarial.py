@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.constants import in_progress_key_prefix
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -44,7 +45,9 @@ from redis.asyncio import Redis
 
 from devchain.redis_server import free_port
 from tests.evm_fixtures import NETWORK, PAYEE, RESOURCE, STRANGER, EvmEnv, Shop, evm_settings
+from tests.rpc_proxy import RpcProxy
 from tests.support import SettingsFactory, connected_gate, running_worker
+from tests.test_worker_scale import peak_in_flight
 from tests.worker_process import evm_config
 from verifier.gate import Offer
 from verifier.models import MAX_CHALLENGE_SECONDS, Binding, Failure, ReasonCode, Receipt
@@ -196,6 +199,50 @@ async def test_a_backlog_of_retrying_proofs_does_not_hold_back_a_new_one(
             assert isinstance(outcome, Receipt), outcome
             # It ran next (or nearly): far fewer retries than the backlog ran in between.
             assert worker.jobs_retried - job_tries_before < 20
+
+
+async def test_retries_hold_at_most_retry_slots_and_new_proofs_take_the_rest(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Redis
+) -> None:
+    # A backlog of never-mined proofs, each attempt held at a slow node. Before retries had
+    # slots of their own they took every slot (and the worker's CPU): new proofs queued behind.
+    with RpcProxy(evm.anvil.url) as proxy:
+        settings = make_settings(
+            networks={NETWORK: {"rpc_urls": [proxy.url], "head_cache_seconds": 0}},
+            assets=[{"network": NETWORK, "symbol": "USDC", "asset": evm.token, "decimals": 6}],
+            worker={"max_jobs": 6, "retry_slots": 2, "retry_base": 0.05, "retry_max": 0.05},
+        )
+        async with connected_gate(settings) as gate:
+            shop = Shop(gate, evm)
+            for _ in range(12):
+                accept, offers = shop.offer()
+                await shop.settle(
+                    shop.proof(accept, "0x" + os.urandom(32).hex()), offers, wait=0.001
+                )
+            async with running_worker(settings) as worker:
+                async with asyncio.timeout(30):  # every backlog job tried once: all retries now
+                    while worker.jobs_retried < 12:  # noqa: ASYNC110 (a probe)
+                        await asyncio.sleep(0.05)
+                proxy.delay = 0.4
+                peak = 0
+                for _ in range(40):  # 1.6 s: each retry slot turns over about four times
+                    peak = max(peak, len(await redis.keys(in_progress_key_prefix + "*")))
+                    await asyncio.sleep(0.04)
+                assert peak == 2, f"{peak} retries in flight at once, for 2 retry slots"
+                # The four slots retries may not take serve new proofs, each at once.
+                paid = [shop.offer() for _ in range(4)]
+                proxy.delay = 0
+                headers = [(shop.proof(a, shop.pay(a)), o) for a, o in paid]
+                proxy.delay = 0.4
+                done = asyncio.Event()
+                sampler = asyncio.create_task(peak_in_flight(redis, done))
+                outcomes = await asyncio.gather(*(shop.settle(h, o, wait=20) for h, o in headers))
+                done.set()
+                peak = await sampler
+                proxy.delay = 0
+    assert all(isinstance(o, Receipt) for o in outcomes), outcomes
+    # All four at once, beside the two retries: every slot busy, not one proof after another.
+    assert peak == 6, f"{peak} jobs in flight at once, for 6 slots"
 
 
 # -- 7. what a proof may carry is bounded ----------------------------------------------------

@@ -174,6 +174,26 @@ async def test_a_claimed_job_is_in_progress_for_arq(
     assert await redis.zscore(settings.queue_name, job.job) == now + 10_000
 
 
+async def test_a_claim_for_fresh_jobs_only_leaves_a_retry_due(
+    submitted: tuple[Settings, VerifyJob], redis: Redis
+) -> None:
+    settings, job = submitted
+    start = JobStart(redis, settings.queue_name)
+    now = timestamp_ms()
+    due = await start.claim(job.job, now, now + 10_000, retries=False)  # fresh: claimed
+    assert due is not None and due is not False
+    assert not JobStart.is_retry(due, now)
+    # Deferred by a transient outcome: now a retry, due again at now + 1 s.
+    await redis.delete(constants.in_progress_key_prefix + job.job)
+    await redis.zadd(settings.queue_name, {job.job: now + 1000}, xx=True)
+    later = now + 2000
+    assert await start.claim(job.job, later, later + 10_000, retries=False) is False
+    assert await redis.zscore(settings.queue_name, job.job) == now + 1000  # left as it was
+    assert not await redis.exists(constants.in_progress_key_prefix + job.job)
+    due = await start.claim(job.job, later, later + 10_000)
+    assert due is not None and due is not False and JobStart.is_retry(due, later)
+
+
 async def test_the_worker_runs_a_submitted_job(
     submitted: tuple[Settings, VerifyJob], redis: Redis
 ) -> None:

@@ -148,6 +148,10 @@ SOLANA = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
             "[worker]\nretry_base = 5\nretry_max = 2\n",
             "worker.retry_max: 2.0 is less than retry_base",
         ),
+        (
+            "[worker]\nmax_jobs = 10\nretry_slots = 11\n",
+            "worker.retry_slots: 11 is more than max_jobs (10)",
+        ),
         ('[gate]\npublic_url = "api.example.com"\n', "gate.public_url: 'api.example.com' is not"),
         ('[gate]\npublic_url = "https://api.example.com/?x=1"\n', "gate.public_url"),
         (

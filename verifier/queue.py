@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlparse
 
 import orjson
@@ -136,6 +136,9 @@ local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then
   return false
 end
+if ARGV[5] ~= '' and tonumber(score) >= tonumber(ARGV[5]) then
+  return -1
+end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return score
@@ -192,16 +195,28 @@ class JobStart:
         self.name = name
         self._start = redis.register_script(_START)
 
-    async def claim(self, job_id: str, now_ms: int, until_ms: int) -> bytes | None:
+    async def claim(
+        self, job_id: str, now_ms: int, until_ms: int, *, retries: bool = True
+    ) -> bytes | Literal[False] | None:
         """Hold ``job_id`` until ``until_ms`` if it is due and nobody runs it: its score then.
 
-        ``None`` when it runs elsewhere, is finished, or was deferred meanwhile.
+        ``None`` when it runs elsewhere, is finished, or was deferred meanwhile. With
+        ``retries=False`` only a fresh job (scored ``FRESH_AHEAD_MS`` ahead) is claimed; a due
+        retry is left where it is and the answer is ``False``.
         """
-        due: bytes | None = await self._start(
+        fresh_below = "" if retries else str(now_ms - FRESH_AHEAD_MS // 10)
+        due: bytes | int | None = await self._start(
             keys=[IN_PROGRESS_PREFIX + job_id, self.name],
-            args=[job_id, now_ms, until_ms - now_ms, until_ms],
+            args=[job_id, now_ms, until_ms - now_ms, until_ms, fresh_below],
         )
+        if isinstance(due, int):
+            return False
         return due
+
+    @staticmethod
+    def is_retry(due: bytes, now_ms: int) -> bool:
+        """Whether a claimed job's score (``claim``'s answer) is a retry's, not a fresh job's."""
+        return float(due) >= now_ms - FRESH_AHEAD_MS // 10
 
 
 @dataclass(frozen=True, slots=True)

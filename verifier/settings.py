@@ -243,6 +243,10 @@ class WorkerSettings(_Section):
     job_timeout: float = Field(default=30.0, gt=0)
     retry_base: float = Field(default=1.0, gt=0)
     retry_max: float = Field(default=15.0, gt=0)
+    # How many of the max_jobs slots retries may hold at once (default: a twentieth); new proofs
+    # may take any slot. It bounds what a backlog of proofs that keep retrying (never mined)
+    # costs the worker, so that new proofs keep their speed under a flood (README, rule 11).
+    retry_slots: int | None = Field(default=None, ge=1)
     # Transient outcomes keep retrying this long past the challenge's expiry, so that a payment
     # made just before expiry is not lost while it gathers confirmations.
     grace_seconds: int = Field(default=120, ge=0)
@@ -257,7 +261,14 @@ class WorkerSettings(_Section):
             raise ValueError(
                 f"worker.retry_max: {self.retry_max} is less than retry_base ({self.retry_base})"
             )
+        if self.retry_slots is not None and self.retry_slots > self.max_jobs:
+            raise ValueError(
+                f"worker.retry_slots: {self.retry_slots} is more than max_jobs ({self.max_jobs})"
+            )
         return self
+
+    def retry_slots_or_default(self) -> int:
+        return self.retry_slots or max(1, self.max_jobs // 20)
 
 
 class StoreSettings(_Section):

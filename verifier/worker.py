@@ -78,6 +78,16 @@ class VerifierWorker(Worker):
     the queue behind 500 retries). Here a poll that runs out of free slots returns, and the
     next one reads the queue again from its head, where new proofs come first.
 
+    **Retries hold at most ``retry_slots`` of the ``max_jobs`` slots**; fresh jobs may take any.
+    A backlog of proofs that keep retrying (never mined, thousands of challenges) otherwise
+    filled every slot and the worker's CPU, and a new proof waited on the event loop behind
+    them (``make bench`` row 10: 8x the quiet median with all slots open to retries, 1.1x with
+    25 of 500). The claim script tells a retry from a fresh job by its score and, when retry
+    slots are full, leaves the retry due without claiming it; the rest of the read is retries
+    too, so the poll ends there. Retries then run late, earliest due first, and a late attempt
+    judges the chain as it is then: an answer is delayed, never lost. More workers add retry
+    capacity.
+
     **Claimed jobs leave the due part of the queue.** arq leaves a running job at its score, so
     every poll reads the jobs in flight again; with the read limit at ``max_jobs`` the ids read
     were all in flight and added workers started nothing (3 workers held as many jobs as one).
@@ -114,8 +124,11 @@ class VerifierWorker(Worker):
     ``tests/test_cli.py``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, retry_slots: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # How many of the max_jobs slots retries may hold at once; fresh jobs may take any.
+        self.retry_slots = self.max_jobs if retry_slots is None else retry_slots
+        self._retries_running = 0
         self._claims: dict[str, _Claim] = {}
         self._job_start: JobStart | None = None  # once arq has connected (``self.pool``)
         self._down_since: float | None = None  # monotonic time of the first failure
@@ -144,21 +157,33 @@ class VerifierWorker(Worker):
             now = timestamp_ms()
             until_ms = now + timeout_ms
             try:
-                due = await self._job_start.claim(job_id, now, until_ms)
+                due = await self._job_start.claim(
+                    job_id, now, until_ms, retries=self._retries_running < self.retry_slots
+                )
             except BaseException:
                 # Give the slot back. Had Redis applied the claim and lost the reply, the job
                 # is due again when the claim expires, as after a crash.
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-            if due is None:  # running elsewhere, finished, or re-deferred meanwhile
+            if due is None or due is False:
                 self.job_counter -= 1
                 self.sem.release()
-                continue
+                if due is False:
+                    # A retry, and every retry slot is taken. The ids after it in this read
+                    # are retries too (fresh jobs score first): leave them to the next poll.
+                    return
+                continue  # running elsewhere, finished, or re-deferred meanwhile
             self._claims[job_id] = _Claim(due, until_ms)
             task = self.loop.create_task(self.run_job(job_id, until_ms))
+            if JobStart.is_retry(due, now):
+                self._retries_running += 1
+                task.add_done_callback(self._retry_done)
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    def _retry_done(self, _: asyncio.Task[None]) -> None:
+        self._retries_running -= 1
 
     async def run_job(self, job_id: str, score: int) -> None:
         try:
@@ -343,6 +368,7 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": w.max_jobs,
+        "retry_slots": w.retry_slots_or_default(),
         "poll_delay": w.poll_delay,
         # arq reads 5 x max_jobs ids per poll by default; with many jobs in flight, reading and
         # skipping them every few milliseconds cost more CPU than the jobs (make bench, 50 ms RPC).
