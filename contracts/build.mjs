@@ -9,7 +9,7 @@ import solc from "solc";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(HERE);
 const OUT = join(HERE, "artifacts");
-const CONTRACTS = ["TestToken", "ContractWallet", "Batcher"];
+const CONTRACTS = ["TestToken", "ContractWallet", "Batcher", "Eip3009Token"];
 const EVM_VERSION = "cancun";
 
 const sources = {};

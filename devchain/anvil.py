@@ -226,6 +226,14 @@ class DevChain:
     def set_automine(self, enabled: bool) -> None:
         self.rpc("evm_setAutomine", [enabled])
 
+    def transaction_count(self, address: str, block: str = "latest") -> int:
+        """``eth_getTransactionCount``: the account's nonce at ``block`` (a tag or hex number)."""
+        return int(self.rpc("eth_getTransactionCount", [address, block]), 16)
+
+    def timestamp(self, block: str = "latest") -> int:
+        """The timestamp of ``block`` (a tag or hex number), in seconds."""
+        return int(self.rpc("eth_getBlockByNumber", [block, False])["timestamp"], 16)
+
     def call(self, to: str, data: bytes) -> bytes:
         return bytes.fromhex(self.rpc("eth_call", [{"to": to, "data": _hex(data)}, "latest"])[2:])
 
@@ -339,6 +347,21 @@ class DevChain:
 
     def native_transfer(self, sender: str, to: str, value: int, data: bytes = b"") -> str:
         return self.send_transaction(sender, to, data, value=value)
+
+    # ---- Eip3009Token (TestToken's ERC-20 helpers apply to it too) ------------------------
+
+    def deploy_eip3009_token(
+        self, name: str = "USD Coin", version: str = "2", symbol: str = "USDC", decimals: int = 6
+    ) -> str:
+        """A token with USDC's EIP-3009 interface; its EIP-712 domain is (name, version)."""
+        types = ["string", "string", "string", "uint8"]
+        return self.deploy("Eip3009Token", types, [name, version, symbol, decimals])
+
+    def authorization_state(self, token: str, authorizer: str, nonce: bytes) -> bool:
+        """Whether ``authorizer``'s 32-byte ``nonce`` is used or canceled on ``token``."""
+        types = ["address", "bytes32"]
+        used: bool = self.read(token, "authorizationState", types, [authorizer, nonce], ["bool"])[0]
+        return used
 
     # ---- ContractWallet ------------------------------------------------------------------
 

@@ -332,7 +332,7 @@ class Bench:
             from verifier.wire import decode_payment_payload
 
             proof = decode_payment_payload(h)
-            q = Query(proof.payload.tx_hash, TOKEN, PAYEE, 1)
+            q = Query(proof.proof.tx_hash, TOKEN, PAYEE, 1)
             start = time.perf_counter()
             await adapter.observe(q)
             times.append(time.perf_counter() - start)

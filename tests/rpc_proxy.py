@@ -24,12 +24,20 @@ class RpcProxy(LocalHTTPServer):
         self.delay = 0.0
         self.requests = 0
         self.seen = threading.Event()  # set when a request arrives
+        # Requests naming this JSON-RPC method are held ``hold_seconds`` (then forwarded), and
+        # ``held`` is set: a worker caught in the middle of that call.
+        self.hold_method: str | None = None
+        self.hold_seconds = 0.0
+        self.held = threading.Event()
 
     def handle(self, request: Request) -> Reply:
         self.requests += 1
         self.seen.set()
         if self.delay:
             time.sleep(self.delay)
+        if self.hold_method and f'"{self.hold_method}"'.encode() in request.body:
+            self.held.set()
+            time.sleep(self.hold_seconds)
         if self.status is not None:
             return Reply(self.status)
         forward = urllib.request.Request(

@@ -127,7 +127,9 @@ def test_authenticate_proof_expiry_scheme_network() -> None:
     assert authenticate_proof(signer, _proof(ch.nonce), "/r", now=1_650, grace=100) == ch
     cases = [
         (_proof(ch.nonce), 1_601, ReasonCode.PAYMENT_EXPIRED),
-        (_proof(ch.nonce, scheme="exact"), 1_500, ReasonCode.INVALID_SCHEME),
+        (_proof(ch.nonce, scheme="upto"), 1_500, ReasonCode.INVALID_SCHEME),
+        # A scheme we take, but not the one this challenge was issued for.
+        (_proof(ch.nonce, scheme="exact"), 1_500, ReasonCode.NONCE_UNKNOWN),
         (_proof(ch.nonce, network="not a network"), 1_500, ReasonCode.INVALID_NETWORK),
         (_proof(ch.nonce, amount="1"), 1_500, ReasonCode.NONCE_UNKNOWN),
         (_proof(ch.nonce, pay_to="0xattacker"), 1_500, ReasonCode.NONCE_UNKNOWN),

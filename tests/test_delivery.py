@@ -168,7 +168,7 @@ async def test_concurrent_copies_wait_for_the_first_delivery(shop: Shop) -> None
 
 async def test_a_lease_left_by_a_dead_gate_expires(shop: Shop, redis: Redis) -> None:
     proof = await shop.buy("/once")
-    tx = decode_payment_payload(proof).payload.tx_hash.lower()
+    tx = decode_payment_payload(proof).proof.tx_hash.lower()
     lease = Keys("x402").delivery_lease(f"{NETWORK}:{tx}", "/once")
     await redis.set(lease, "a gate that died mid-delivery", px=1500)
     started = time.monotonic()

@@ -76,7 +76,7 @@ def test_reference_encoded_proof_decodes_with_ours() -> None:
     requirements = RefRequirements.model_validate(ACCEPT.model_dump(by_alias=True))
     ref = RefPayload(accepted=requirements, payload={"nonce": NONCE, "txHash": TX})
     ours = decode_payment_payload(encode_payment_signature_header(ref))
-    assert ours.payload.tx_hash == TX
+    assert ours.proof.tx_hash == TX
     assert ours.accepted == ACCEPT
 
 

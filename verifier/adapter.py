@@ -22,6 +22,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from verifier.assets import NATIVE
 from verifier.errors import (
+    ConfigError,
     FinalError,
     InvalidProof,
     NotFinal,
@@ -30,12 +31,16 @@ from verifier.errors import (
     TxNotFound,
     WrongChain,
 )
-from verifier.models import Finality, Observation, Transfer
-from verifier.settings import NetworkSettings
+from verifier.models import Finality, Observation, ReasonCode, Transfer
+from verifier.settings import NetworkSettings, SettlementSettings
+from verifier.settlement import Authorizations, ExactPayment, SettlementRecord
 
 __all__ = [
     "NATIVE",
+    "Authorizations",
     "ChainAdapter",
+    "ConfigError",
+    "ExactPayment",
     "FinalError",
     "Finality",
     "InvalidProof",
@@ -43,7 +48,10 @@ __all__ = [
     "NotFinal",
     "Observation",
     "Query",
+    "ReasonCode",
     "RpcUnavailable",
+    "SettlementRecord",
+    "SettlementSettings",
     "Transfer",
     "TransientError",
     "TxNotFound",

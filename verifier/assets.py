@@ -37,14 +37,26 @@ class AssetInfo:
     symbol: str
     asset: str  # chain-native id, or "native"
     decimals: int
+    # The token's EIP-712 domain (name, version), for the exact scheme; None when not known.
+    eip712: tuple[str, str] | None = None
 
+
+_USDC_DOMAIN = ("USD Coin", "2")  # ASSETS.md; Base Sepolia's token is named "USDC"
 
 BUILTIN_ASSETS: tuple[AssetInfo, ...] = (
-    AssetInfo("eip155:8453", "USDC", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", 6),
-    AssetInfo("eip155:84532", "USDC", "0x036CbD53842c5426634e7929541eC2318f3dCF7e", 6),
-    AssetInfo("eip155:43114", "USDC", "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E", 6),
+    AssetInfo(
+        "eip155:8453", "USDC", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", 6, ("USD Coin", "2")
+    ),
+    AssetInfo(
+        "eip155:84532", "USDC", "0x036CbD53842c5426634e7929541eC2318f3dCF7e", 6, ("USDC", "2")
+    ),
+    AssetInfo(
+        "eip155:43114", "USDC", "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E", 6, ("USD Coin", "2")
+    ),
     AssetInfo("eip155:43113", "USDC", "0x5425890298aed601595a70AB815c96711a31Bc65", 6),
-    AssetInfo("eip155:137", "USDC", "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359", 6),
+    AssetInfo(
+        "eip155:137", "USDC", "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359", 6, ("USD Coin", "2")
+    ),
     AssetInfo("eip155:80002", "USDC", "0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582", 6),
     AssetInfo(
         "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
@@ -110,7 +122,7 @@ class AssetRegistry:
         self._by_symbol: dict[tuple[str, str], AssetInfo] = {}
         for info in (*BUILTIN_ASSETS, *extra):
             net = normalize_network(info.network)
-            info = AssetInfo(net, info.symbol, info.asset, info.decimals)
+            info = AssetInfo(net, info.symbol, info.asset, info.decimals, info.eip712)
             old = self._by_symbol.get((net, info.symbol.upper()))
             if old is not None:
                 self._by_id.pop((net, _id_key(net, old.asset)), None)

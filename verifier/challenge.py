@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from verifier.assets import normalize_network
 from verifier.errors import ConfigError, FinalError
-from verifier.models import SCHEME, Accept, Binding, PaymentPayload, ReasonCode
+from verifier.models import SCHEMES, Accept, Binding, PaymentPayload, ReasonCode
 
 NONCE_VERSION = "n1"
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
@@ -182,14 +182,17 @@ def authenticate_proof(
     that already counted with its stored outcome).
     """
     accepted = proof.accepted
-    if accepted.scheme != SCHEME:
-        raise FinalError(f"scheme {accepted.scheme!r} is not {SCHEME!r}", ReasonCode.INVALID_SCHEME)
+    if accepted.scheme not in SCHEMES:
+        raise FinalError(
+            f"scheme {accepted.scheme!r} is not one of {', '.join(SCHEMES)}",
+            ReasonCode.INVALID_SCHEME,
+        )
     try:
         network = normalize_network(accepted.network)
     except ValueError as exc:
         raise FinalError(str(exc), ReasonCode.INVALID_NETWORK) from exc
     terms = Terms.of(accepted, resource, network=network)
-    challenge = signer.authenticate(proof.payload.nonce, terms)
+    challenge = signer.authenticate(proof.nonce, terms)
     if now is not None and now > challenge.expires_at + grace:
         raise FinalError(
             f"the challenge expired at {challenge.expires_at}", ReasonCode.PAYMENT_EXPIRED

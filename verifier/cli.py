@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from verifier.errors import RpcUnavailable, VerifierError, WrongChain
+from verifier.errors import ConfigError, RpcUnavailable, VerifierError, WrongChain
 from verifier.settings import NetworkSettings, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -100,12 +100,18 @@ async def _verify(settings: Settings, header: str, resource: str) -> int:
     """Verify one proof against the chain without claiming it (a dry run)."""
     from verifier.challenge import ChallengeSigner
     from verifier.jobs import Verifier
+    from verifier.models import ProofBody
     from verifier.queue import VerifyJob, job_key
     from verifier.registry import build_adapters
     from verifier.wire import decode_payment_payload
     from verifier.worker import start_adapters
 
     proof = decode_payment_payload(header)
+    if not isinstance(proof.payload, ProofBody):
+        raise ConfigError(
+            "verify checks an onchain-proof payment against the chain; an exact payment is "
+            "settled, which only a worker does"
+        )
     adapters = build_adapters(settings)
     await start_adapters(adapters)
     try:
@@ -114,7 +120,7 @@ async def _verify(settings: Settings, header: str, resource: str) -> int:
         job = VerifyJob(
             proof=proof,
             resource=resource,
-            job=job_key(proof.payload.nonce, proof.payload.tx_hash, proof.payload.signature),
+            job=job_key(proof.nonce, proof.payload.tx_hash, proof.payload.signature),
         )
         step = await verifier.attempt(job)
     finally:

@@ -19,9 +19,13 @@ from verifier.errors import ConfigError
 
 CONFIG_ENV = "X402_CONFIG"
 ENV_PREFIX = "X402_"
-# Variables with the prefix that are not settings: the file's path, and those the repository's
-# development tools read (devchain's binaries, the tests' fuzzing budget).
-NOT_SETTINGS = frozenset({CONFIG_ENV, "X402_ANVIL", "X402_REDIS_SERVER", "X402_FUZZ_EXAMPLES"})
+# The relayer's private key for local settlement of exact payments (a secret: never in the file).
+RELAYER_KEY_ENV = "X402_RELAYER_KEY"
+# Variables with the prefix that are not settings: the file's path, the relayer's key, and those
+# the repository's development tools read (devchain's binaries, the tests' fuzzing budget).
+NOT_SETTINGS = frozenset(
+    {CONFIG_ENV, RELAYER_KEY_ENV, "X402_ANVIL", "X402_REDIS_SERVER", "X402_FUZZ_EXAMPLES"}
+)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

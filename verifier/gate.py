@@ -35,9 +35,11 @@ from verifier.challenge import Challenge, ChallengeSigner, Terms, authenticate_p
 from verifier.errors import FinalError, InvalidProof, TooManyProofs
 from verifier.models import (
     SCHEME,
+    SCHEME_EXACT,
     Accept,
     AcceptExtra,
     Binding,
+    ExactBody,
     Failure,
     PaymentPayload,
     PaymentRequired,
@@ -48,6 +50,7 @@ from verifier.models import (
 )
 from verifier.queue import JobQueue, VerifyJob, job_key, open_redis
 from verifier.settings import AcceptSettings, Settings, parse_price
+from verifier.settlement import authorization_key, authorization_problem
 from verifier.store import Store, parse_outcome
 from verifier.txid import canonical_tx_ref
 from verifier.wire import decode_payment_payload
@@ -68,10 +71,12 @@ class Offer:
     binding: Binding
     decimals: int
     symbol: str
+    scheme: str = SCHEME
+    eip712: tuple[str, str] | None = None  # exact: the token's EIP-712 domain (name, version)
 
     def terms(self, resource: str) -> Terms:
         return Terms(
-            scheme=SCHEME,
+            scheme=self.scheme,
             network=self.network,
             asset=self.asset,
             amount=self.amount,
@@ -98,9 +103,12 @@ def resolve_offer(accept: AcceptSettings, settings: Settings, registry: AssetReg
         pay_to=accept.pay_to,
         max_timeout_seconds=accept.max_timeout_seconds,
         min_confirmations=min_conf,
-        binding=accept.binding,
+        # An exact payment is bound by the payer's signed authorization, whatever the route says.
+        binding=Binding.SIGNATURE if accept.scheme == SCHEME_EXACT else accept.binding,
         decimals=info.decimals,
         symbol=info.symbol,
+        scheme=accept.scheme,
+        eip712=info.eip712 if accept.scheme == SCHEME_EXACT else None,
     )
 
 
@@ -214,9 +222,10 @@ class Gate:
         accepts = []
         for offer in offers:
             issued = self.signer.issue(offer.terms(resource.url), now=now)
+            name, version = offer.eip712 or (None, None)
             accepts.append(
                 Accept(
-                    scheme=SCHEME,
+                    scheme=offer.scheme,
                     network=offer.network,
                     asset=offer.asset,
                     amount=str(offer.amount),
@@ -230,6 +239,8 @@ class Gate:
                         amount_formatted=format_amount(offer.amount, offer.decimals),
                         min_confirmations=offer.min_confirmations,
                         binding=offer.binding,
+                        name=name,
+                        version=version,
                     ),
                 )
             )
@@ -249,6 +260,16 @@ class Gate:
         if offers is not None and challenge.terms not in {o.terms(resource) for o in offers}:
             raise InvalidProof("the proof's terms are not offered for this resource")
         return challenge
+
+    def _admit_authorization(self, body: ExactBody, challenge: Challenge) -> str:
+        """The checks of an exact authorization that need no chain; its key (``<network>:<token>
+        :<from>:<nonce>``, lowercase), which names the job as a transaction id does."""
+        settlement = self.settings.network(challenge.terms.network).settlement
+        margin = settlement.margin if settlement is not None else 0.0
+        problem = authorization_problem(body.authorization, challenge.terms, time.time(), margin)
+        if problem is not None:
+            raise FinalError(problem[1], problem[0])
+        return authorization_key(challenge.terms.network, challenge.terms.asset, body)
 
     async def settle(
         self,
@@ -273,13 +294,19 @@ class Gate:
             proof = decode_payment_payload(proof_header)
         except InvalidProof as exc:
             return failure(ReasonCode.INVALID_PAYLOAD, str(exc))
-        nonce = proof.payload.nonce
+        nonce = proof.nonce
         try:
             challenge = self._admit(proof, resource, offers)
-            tx_ref = canonical_tx_ref(challenge.terms.network, proof.payload.tx_hash, nonce=nonce)
+            if isinstance(proof.payload, ExactBody):
+                tx_ref = self._admit_authorization(proof.payload, challenge)
+            else:
+                tx_ref = canonical_tx_ref(
+                    challenge.terms.network, proof.payload.tx_hash, nonce=nonce
+                )
         except FinalError as exc:
             return failure(exc.reason, str(exc), network=proof.accepted.network, nonce=nonce)
-        job_id = job_key(nonce, tx_ref, proof.payload.signature, challenge.terms.canonical())
+        signature = proof.payload.signature.lower() if proof.payload.signature else None
+        job_id = job_key(nonce, tx_ref, signature, challenge.terms.canonical())
         job = VerifyJob(proof=proof, resource=resource, job=job_id)
         left = challenge.expires_at + self.settings.worker.grace_seconds - time.time()
         if left < 0:

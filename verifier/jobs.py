@@ -23,6 +23,7 @@ retried past any deadline, delays storing it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -36,11 +37,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.adapter import ChainAdapter
 from verifier.challenge import Challenge, ChallengeSigner, authenticate_proof, proof_message
-from verifier.errors import FinalError, TransientError
+from verifier.errors import FinalError, TransientError, TxNotFound
 from verifier.matching import Expectation, Verdict, judge, signature_candidates
 from verifier.models import (
     MAX_CHALLENGE_SECONDS,
     SCHEME,
+    SCHEME_EXACT,
     Failure,
     Observation,
     ProofExtension,
@@ -50,6 +52,13 @@ from verifier.models import (
 )
 from verifier.queue import VerifyJob
 from verifier.settings import Settings
+from verifier.settlement import (
+    Authorizations,
+    ExactPayment,
+    SettlementRecord,
+    Settler,
+    authorization_problem,
+)
 from verifier.store import ClaimStatus, Store
 
 log = logging.getLogger(__name__)
@@ -99,11 +108,21 @@ class Verifier:
         signer: ChallengeSigner,
         adapters: dict[str, ChainAdapter],
         store: Store | None = None,
+        settlers: dict[str, Settler] | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
         self.signer = signer
         self.adapters = adapters
+        self.settlers = settlers or {}
+        self.registry = settings.asset_registry()
+        self._authorizations_store: Authorizations | None = None
+
+    @property
+    def _authorizations(self) -> Authorizations:
+        if self._authorizations_store is None:
+            self._authorizations_store = Authorizations(self.store.redis, self.store.keys.prefix)
+        return self._authorizations_store
 
     @property
     def store(self) -> Store:
@@ -157,17 +176,19 @@ class Verifier:
         try:
             return authenticate_proof(self.signer, proof, job.resource, now=now, grace=grace)
         except FinalError as exc:
-            network, nonce = proof.accepted.network, proof.payload.nonce
+            network, nonce = proof.accepted.network, proof.nonce
             return failure(exc.reason, str(exc), network=network, nonce=nonce)
 
     async def verify(self, job: VerifyJob, challenge: Challenge, now: float) -> Step:
         """Expect, observe, judge: the proof's transaction against the challenge's terms."""
+        if challenge.terms.scheme == SCHEME_EXACT:
+            return await self._verify_exact(job, challenge, now)
         txid = ""
         try:
             adapter = self._adapter(challenge)
-            txid = adapter.canonical_txid(job.proof.payload.tx_hash)
+            txid = adapter.canonical_txid(job.proof.proof.tx_hash)
             expect = Expectation.of(challenge, adapter, clock_skew=self.settings.worker.clock_skew)
-            signature = job.proof.payload.signature
+            signature = job.proof.proof.signature
             obs, signer = await self._observe(adapter, expect, txid, challenge, signature)
         except TimeoutError:
             note = "the chain did not answer within the job's time budget"
@@ -177,6 +198,97 @@ class Verifier:
         except FinalError as exc:
             return Step(_failure(challenge, txid, exc.reason, str(exc)))
         return _judge(challenge, expect, obs, signer, now)
+
+    async def _verify_exact(self, job: VerifyJob, challenge: Challenge, now: float) -> Step:
+        """Settle the authorization once (``verifier.settlement``), then observe, judge."""
+        txid = ""
+        settler: Settler | None = None
+        payment: ExactPayment | None = None
+        record: SettlementRecord | str | None = None
+        try:
+            adapter = self._adapter(challenge)
+            settler = self.settlers.get(challenge.terms.network)
+            if settler is None:
+                raise FinalError(
+                    f"no settlement for {challenge.terms.network} on this worker",
+                    ReasonCode.INVALID_NETWORK,
+                )
+            info = self.registry.find(challenge.terms.network, challenge.terms.asset)
+            payment = ExactPayment.of(job.proof, challenge, info.eip712 if info else None)
+            ttl = int(self.deadline(challenge) - now) + self.settings.store.receipt_retention
+            record = await self._authorizations.claim(payment.key, job.job, ttl)
+            if isinstance(record, str):
+                raise FinalError(
+                    "this authorization was presented for another payment",
+                    ReasonCode.AUTHORIZATION_ALREADY_USED,
+                )
+            txid = await self._settled(settler, payment, record, challenge, now)
+            expect = Expectation.of(challenge, adapter, clock_skew=self.settings.worker.clock_skew)
+            async with asyncio.timeout(self.settings.worker.job_timeout * 0.5):
+                obs = await self._observe_settlement(adapter, expect, record, txid)
+        except TimeoutError:
+            note = "the chain did not answer within the job's time budget"
+            return Step(_failure(challenge, txid, ReasonCode.RPC_UNAVAILABLE, note), retry=True)
+        except TxNotFound as exc:
+            # Broadcast but not seen: send it again or replace it once it is overdue.
+            if settler is not None and payment is not None and isinstance(record, SettlementRecord):
+                with contextlib.suppress(TransientError):
+                    await settler.unstick(payment, record)
+            return Step(_failure(challenge, txid, exc.reason, str(exc)), retry=True)
+        except TransientError as exc:
+            return Step(_failure(challenge, txid, exc.reason, str(exc)), retry=True)
+        except FinalError as exc:
+            return Step(_failure(challenge, txid, exc.reason, str(exc)))
+        return _judge(challenge, expect, obs, payment.payer, now)
+
+    async def _settled(
+        self,
+        settler: Settler,
+        payment: ExactPayment,
+        record: SettlementRecord,
+        challenge: Challenge,
+        now: float,
+    ) -> str:
+        """The settlement transaction of ``payment``: found in the record or on chain, or
+        broadcast now after every check passed."""
+        if record.txids:
+            return record.txids[-1]
+        if record.settling:  # a try before may have broadcast: look before settling again
+            used = await settler.used_by(payment, record)
+            if used is not None:
+                await record.add_txid(used)
+                return used
+        else:
+            settlement = self.settings.network(challenge.terms.network).settlement
+            margin = settlement.margin if settlement is not None else 0.0
+            try:
+                problem = authorization_problem(payment.authorization, challenge.terms, now, margin)
+                if problem is not None:
+                    raise FinalError(problem[1], problem[0])
+                used = await settler.used_by(payment, record)
+                if used is not None:  # used on chain already, by us or by anyone: it paid
+                    await record.add_txid(used)
+                    return used
+                await settler.check(payment)
+            except FinalError:
+                await self._authorizations.release(record)
+                raise
+        txid = await settler.settle(payment, record)
+        await record.add_txid(txid)
+        return txid
+
+    async def _observe_settlement(
+        self, adapter: ChainAdapter, expect: Expectation, record: SettlementRecord, txid: str
+    ) -> Observation:
+        """The first of the record's transactions (a replacement is newer) the chain knows."""
+        missing: TxNotFound | None = None
+        for candidate in reversed(record.txids or [txid]):
+            try:
+                return await adapter.observe(expect.query(adapter.canonical_txid(candidate)))
+            except TxNotFound as exc:
+                missing = exc
+        assert missing is not None
+        raise missing
 
     def _adapter(self, challenge: Challenge) -> ChainAdapter:
         network = challenge.terms.network
@@ -261,7 +373,7 @@ class Verifier:
             ReasonCode.PAYMENT_EXPIRED,
             "the challenge expired while the verifier failed internally",
             network=job.proof.accepted.network,
-            nonce=job.proof.payload.nonce,
+            nonce=job.proof.nonce,
         )
         return await self._refuse(job, outcome)
 
@@ -331,7 +443,7 @@ def _receipt(challenge: Challenge, obs: Observation, verdict: Verdict, now: floa
         consumption_key=consumption_key(terms.network, obs.txid),
     )
     receipt = Receipt(
-        scheme=SCHEME,
+        scheme=terms.scheme,
         network=terms.network,
         transaction=obs.txid,
         asset=terms.asset,

@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEME = "onchain-proof"
+# The ratified x402 scheme of stock clients: an EIP-3009 authorization the worker pool settles.
+SCHEME_EXACT = "exact"
+SCHEMES = (SCHEME, SCHEME_EXACT)
 
 # The longest a challenge may live (an offer's maxTimeoutSeconds), whatever made the offer.
 MAX_CHALLENGE_SECONDS = 7 * 86400
@@ -55,6 +58,13 @@ class ReasonCode(StrEnum):
     BINDING_MISMATCH = "binding_mismatch"
     TX_BEFORE_CHALLENGE = "tx_before_challenge"
     WRONG_CHAIN = "wrong_chain"
+    # the exact scheme (an EIP-3009 authorization the worker settles): nothing is broadcast
+    AUTHORIZATION_INVALID = "authorization_invalid"
+    AUTHORIZATION_EXPIRED = "authorization_expired"
+    AUTHORIZATION_NOT_YET_VALID = "authorization_not_yet_valid"
+    AUTHORIZATION_ALREADY_USED = "authorization_already_used"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    SETTLEMENT_REFUSED = "settlement_refused"
 
     @property
     def transient(self) -> bool:
@@ -98,6 +108,9 @@ class AcceptExtra(_Wire):
     amount_formatted: str | None = Field(default=None, alias="amountFormatted", max_length=100)
     min_confirmations: int = Field(default=1, alias="minConfirmations", ge=1, le=10_000)
     binding: Binding = Binding.REQUIRED
+    # exact: the token's EIP-712 domain, which the payer signs over
+    name: str | None = Field(default=None, max_length=100)
+    version: str | None = Field(default=None, max_length=32)
 
 
 class Accept(_Wire):
@@ -134,19 +147,76 @@ class ProofBody(_Wire):
     signature: Annotated[str, StringConstraints(max_length=4096)] | None = None
 
 
+Hex = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]*$", max_length=4096)]
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Uint = Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]{0,77})$")]
+
+
+class Authorization(_Wire):
+    """An EIP-3009 ``TransferWithAuthorization`` as the x402 ``exact`` scheme sends it."""
+
+    from_: Address = Field(alias="from")
+    to: Address
+    value: Uint
+    valid_after: Uint = Field(alias="validAfter")
+    valid_before: Uint = Field(alias="validBefore")
+    nonce: Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+
+
+class ExactBody(_Wire):
+    """The ``payload`` of an ``exact`` payment: the payer's signed authorization."""
+
+    signature: Hex
+    authorization: Authorization
+
+
 class PaymentPayload(_Wire):
-    """The proof a client sends in ``PAYMENT-SIGNATURE`` (or ``X-PAYMENT``)."""
+    """The proof a client sends in ``PAYMENT-SIGNATURE`` (or ``X-PAYMENT``).
+
+    ``payload`` is read by the scheme of the offer it answers: a ``ProofBody`` (a transaction
+    the client sent) for ``onchain-proof``, an ``ExactBody`` (an authorization the worker
+    settles) for ``exact``. Either way the challenge nonce is the offer's ``extra.nonce``.
+    """
 
     x402_version: Literal[1, 2] = Field(default=2, alias="x402Version")
     accepted: Accept
-    payload: ProofBody
+    payload: ProofBody | ExactBody
     resource: ResourceInfo | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _payload_of_scheme(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            accepted, payload = data.get("accepted"), data.get("payload")
+            if isinstance(accepted, dict) and isinstance(payload, dict):
+                body = ExactBody if accepted.get("scheme") == SCHEME_EXACT else ProofBody
+                data = {**data, "payload": body.model_validate(payload)}
+        return data
 
     @model_validator(mode="after")
     def _nonce_matches_offer(self) -> PaymentPayload:
-        if self.payload.nonce != self.accepted.extra.nonce:
+        if isinstance(self.payload, ProofBody) and self.payload.nonce != self.accepted.extra.nonce:
             raise ValueError("payload.nonce differs from accepted.extra.nonce")
         return self
+
+    @property
+    def nonce(self) -> str:
+        """The challenge nonce this payment answers."""
+        return self.accepted.extra.nonce
+
+    @property
+    def proof(self) -> ProofBody:
+        """The ``onchain-proof`` payload; ``ValueError`` for an ``exact`` payment."""
+        if not isinstance(self.payload, ProofBody):
+            raise ValueError("an exact payment carries an authorization, not a transaction")
+        return self.payload
+
+    @property
+    def exact(self) -> ExactBody:
+        """The ``exact`` payload; ``ValueError`` for an ``onchain-proof`` one."""
+        if not isinstance(self.payload, ExactBody):
+            raise ValueError("an onchain-proof payment carries a transaction, not an authorization")
+        return self.payload
 
 
 class ProofExtension(_Wire):

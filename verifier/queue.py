@@ -162,7 +162,7 @@ class JobQueue:
         unfinished jobs and this is not one of them.
         """
         now = int(time.time() * 1000)
-        nonce = job.proof.payload.nonce
+        nonce = job.proof.nonce
         found = await self._submit(
             keys=[
                 self._keys.outcome(job.job),

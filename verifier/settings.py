@@ -41,8 +41,15 @@ from pydantic_settings import (
 )
 
 from verifier.addresses import check_address, check_asset
-from verifier.assets import AssetInfo, AssetRegistry, namespace_of, normalize_network
-from verifier.config_check import CONFIG_ENV, ENV_PREFIX, check_environment, one_line
+from verifier.assets import NATIVE, AssetInfo, AssetRegistry, namespace_of, normalize_network
+from verifier.config_check import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    NOT_SETTINGS,
+    RELAYER_KEY_ENV,
+    check_environment,
+    one_line,
+)
 from verifier.errors import ConfigError
 from verifier.models import MAX_HEADER_BYTES, Binding
 
@@ -76,6 +83,47 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SettlementSettings(_Section):
+    """How workers settle exact payments on one network (``verifier.settlement``).
+
+    ``local``: the worker broadcasts ``transferWithAuthorization`` itself, from the relayer key
+    in the environment variable ``relayer_key_env`` (never in this file), EVM only.
+    ``facilitator``: the worker calls ``facilitator_url``'s ``/verify`` and ``/settle``, with the
+    headers of ``facilitator_headers_env`` (header name -> environment variable of its value).
+    """
+
+    mode: Literal["local", "facilitator"]
+    # validBefore must leave at least this many seconds to settle (the reference facilitator's 6).
+    margin: float = Field(default=6.0, ge=0, le=600)
+    relayer_key_env: str = Field(default=RELAYER_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # A transaction not in a block after this many seconds is sent again at the same nonce,
+    # with fees raised by gas_bump_percent (at least the 10 % nodes require for a replacement).
+    replace_after: float = Field(default=30.0, gt=0)
+    gas_bump_percent: int = Field(default=20, ge=10, le=500)
+    # The most the relayer pays per gas (wei); a settlement priced above it waits.
+    max_fee_per_gas: int | None = Field(default=None, ge=1)
+    facilitator_url: str | None = None
+    facilitator_headers_env: dict[str, str] = Field(default_factory=dict)
+    facilitator_timeout: float = Field(default=15.0, gt=0, le=120)
+
+    @field_validator("facilitator_url")
+    @classmethod
+    def _facilitator_url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v, query=False)
+
+    @model_validator(mode="after")
+    def _mode(self) -> SettlementSettings:
+        if self.mode == "facilitator" and self.facilitator_url is None:
+            raise ValueError('mode = "facilitator" needs facilitator_url')
+        for name in (self.relayer_key_env, *self.facilitator_headers_env.values()):
+            if name.upper().startswith(ENV_PREFIX) and name.upper() not in NOT_SETTINGS:
+                raise ValueError(
+                    f"{name}: a variable named {ENV_PREFIX}… is read as a setting; "
+                    f"name secrets otherwise (or use {RELAYER_KEY_ENV} for the relayer key)"
+                )
+        return self
+
+
 class NetworkSettings(_Section):
     """One chain network the workers verify on."""
 
@@ -91,6 +139,8 @@ class NetworkSettings(_Section):
     head_cache_seconds: float = Field(default=0.5, ge=0)
     # Free-form adapter options (third-party adapters read theirs from here).
     options: dict[str, Any] = Field(default_factory=dict)
+    # How exact payments are settled here; without it, no route may offer exact here.
+    settlement: SettlementSettings | None = None
 
     @field_validator("rpc_urls")
     @classmethod
@@ -120,6 +170,21 @@ class AssetSettings(_OnNetwork):
     symbol: str = Field(pattern=r"^[A-Za-z0-9._-]{1,16}$")
     asset: str  # chain-native id (verifier.addresses), or "native"
     decimals: int = Field(ge=0, le=36)
+    # The token's EIP-712 domain, for exact offers; a worker checks it against the token's own.
+    eip712_name: str | None = Field(default=None, min_length=1, max_length=100)
+    eip712_version: str | None = Field(default=None, min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _domain(self) -> AssetSettings:
+        if (self.eip712_name is None) != (self.eip712_version is None):
+            raise ValueError("give both eip712_name and eip712_version, or neither")
+        return self
+
+    def info(self) -> AssetInfo:
+        domain = None
+        if self.eip712_name is not None and self.eip712_version is not None:
+            domain = (self.eip712_name, self.eip712_version)
+        return AssetInfo(self.network, self.symbol, self.asset, self.decimals, domain)
 
     @field_validator("asset")
     @classmethod
@@ -138,6 +203,9 @@ class AcceptSettings(_OnNetwork):
     max_timeout_seconds: int = Field(default=600, ge=10, le=7 * 86400)
     min_confirmations: int | None = Field(default=None, ge=1)
     binding: Binding = Binding.REQUIRED
+    # "exact": the payer signs an EIP-3009 authorization and a worker settles it (the network
+    # needs a [networks."<id>".settlement] table); binding does not apply to it.
+    scheme: Literal["onchain-proof", "exact"] = "onchain-proof"
 
     @field_validator("pay_to")
     @classmethod
@@ -351,6 +419,15 @@ class Settings(BaseSettings):
     def _networks(cls, v: dict[str, NetworkSettings]) -> dict[str, NetworkSettings]:
         networks = {normalize_network(k): n for k, n in v.items()}
         for network, config in networks.items():
+            if (
+                config.settlement is not None
+                and config.settlement.mode == "local"
+                and namespace_of(network) != "eip155"
+            ):
+                raise ValueError(
+                    f'networks."{network}".settlement.mode: local settlement is EVM only; '
+                    'use mode = "facilitator"'
+                )
             family, allowed = FINALITIES.get(namespace_of(network), ("", ()))
             if allowed and config.finality not in allowed:
                 raise ValueError(
@@ -436,11 +513,28 @@ class Settings(BaseSettings):
                         parse_price(accept.price, info.decimals)
                     except ConfigError as exc:
                         raise ValueError(f"{key}.price: {exc}") from None
+                if accept.scheme == "exact":
+                    self._exact_offer(key, accept, info)
+
+    def _exact_offer(self, key: str, accept: AcceptSettings, info: AssetInfo) -> None:
+        settlement = self.networks[accept.network].settlement
+        if settlement is None:
+            raise ValueError(
+                f'{key}.scheme: exact needs [networks."{accept.network}".settlement] '
+                '(mode = "local" or "facilitator")'
+            )
+        evm = namespace_of(accept.network) == "eip155"
+        if (evm or settlement.mode == "local") and (info.asset == NATIVE or info.eip712 is None):
+            what = (
+                "the native coin" if info.asset == NATIVE else f"{info.symbol} has no known domain"
+            )
+            raise ValueError(
+                f"{key}.asset: exact on EVM takes an EIP-3009 token with a known EIP-712 "
+                f"domain, and {what}: give eip712_name and eip712_version in [[assets]]"
+            )
 
     def asset_registry(self) -> AssetRegistry:
-        return AssetRegistry(
-            [AssetInfo(a.network, a.symbol, a.asset, a.decimals) for a in self.assets]
-        )
+        return AssetRegistry([a.info() for a in self.assets])
 
     def network(self, network: str) -> NetworkSettings:
         try:

@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
-from verifier.adapter import ChainAdapter
 from verifier.challenge import ChallengeSigner
 from verifier.jobs import REDIS_DOWN, Verifier, verify_payment
 from verifier.queue import (
@@ -35,6 +35,7 @@ from verifier.queue import (
 )
 from verifier.registry import build_adapters
 from verifier.settings import Settings
+from verifier.settlement import Authorizations, Settler, build_settlers
 from verifier.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,14 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 
 
-async def start_adapters(adapters: dict[str, ChainAdapter]) -> None:
-    started: list[ChainAdapter] = []
+class _Service(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+async def start_adapters(adapters: Mapping[str, _Service]) -> None:
+    """Start each of ``adapters`` (or settlers); on a failure, close those started."""
+    started: list[_Service] = []
     try:
         for adapter in adapters.values():
             await adapter.start()
@@ -346,19 +353,27 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
     """An arq ``Worker`` for ``settings``; ``overrides`` go straight to arq (tests, bench)."""
     adapters = build_adapters(settings)
 
+    settlers: dict[str, Settler] = {}
+
     async def startup(ctx: dict[str, Any]) -> None:
         await start_adapters(adapters)
         redis: ArqRedis = ctx["redis"]
+        store = Store(redis, settings.store)
+        authorizations = Authorizations(redis, settings.store.prefix)
+        settlers.update(build_settlers(settings, adapters, authorizations, os.environ))
+        await start_adapters(settlers)
         ctx["verifier"] = Verifier(
             settings,
             ChallengeSigner(settings.challenge.key_bytes(), settings.challenge.active),
             adapters,
-            Store(redis, settings.store),
+            store,
+            settlers,
         )
         log.info("worker ready for %s", ", ".join(adapters) or "no networks")
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        await asyncio.gather(*(a.close() for a in adapters.values()), return_exceptions=True)
+        closing: list[_Service] = [*adapters.values(), *settlers.values()]
+        await asyncio.gather(*(a.close() for a in closing), return_exceptions=True)
 
     w = settings.worker
     options: dict[str, Any] = {

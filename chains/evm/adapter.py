@@ -54,7 +54,14 @@ from verifier.adapter import (
 )
 
 if TYPE_CHECKING:
-    from verifier.adapter import Query
+    from chains.evm.settle import LocalSettler
+    from verifier.adapter import (
+        Authorizations,
+        ExactPayment,
+        Query,
+        SettlementRecord,
+        SettlementSettings,
+    )
 
 EIP1271_MAGIC = bytes.fromhex("1626ba7e")
 _SELECTOR_1271 = keccak(text="isValidSignature(bytes32,bytes)")[:4]
@@ -184,3 +191,25 @@ class EVMAdapter(JsonRpcAdapter):
             raise
         raw = hex_bytes(result, "eth_call result")
         return len(raw) >= 4 and raw[:4] == EIP1271_MAGIC
+
+    # -- the exact scheme (``chains.evm.settle``) -------------------------------------------
+
+    def local_settler(
+        self,
+        settlement: SettlementSettings,
+        relayer_key: str,
+        authorizations: Authorizations,
+        tokens: dict[str, tuple[str, str] | None],
+    ) -> LocalSettler:
+        """A settler that sends exact payments' authorizations from ``relayer_key``."""
+        from chains.evm.settle import LocalSettler
+
+        return LocalSettler(self, settlement, relayer_key, authorizations, tokens)
+
+    async def authorization_used_by(
+        self, payment: ExactPayment, record: SettlementRecord
+    ) -> str | None:
+        """The transaction that used ``payment``'s EIP-3009 authorization, if it was used."""
+        from chains.evm.settle import authorization_used_by
+
+        return await authorization_used_by(self, payment, record)

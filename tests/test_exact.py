@@ -1,0 +1,140 @@
+"""The exact scheme, settled locally by the worker pool: real anvil with an EIP-3009 token, real
+Redis, payloads signed by the reference x402 client's own EVM exact scheme.
+
+Every refusal is final with its reason and broadcasts nothing (the relayer's transaction count
+does not move); every payment is settled once (the payee is credited once, the relayer sends one
+transaction), whatever is sent again or at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.evm_fixtures import PAYEE
+from tests.exact_fixtures import (
+    PAYER,
+    POOR_KEY,
+    PRICE,
+    STRANGER_KEY,
+    ExactEnv,
+    ExactShop,
+    exact_env,
+    exact_settings,
+    header,
+    later,
+    relayer_key,
+    resign,
+    sign_inner,
+)
+from tests.support import SettingsFactory, connected_gate, running_worker
+from verifier.models import Failure, ReasonCode, Receipt
+
+__all__ = ["exact_env", "relayer_key"]  # fixtures
+
+
+@pytest.fixture
+async def shop(exact_env: ExactEnv, make_settings: SettingsFactory, relayer_key: str) -> ExactShop:  # type: ignore[misc]
+    settings = exact_settings(make_settings, exact_env)
+    async with connected_gate(settings) as gate, running_worker(settings):
+        yield ExactShop(gate, exact_env)
+
+
+async def test_a_reference_client_payload_is_settled_once(shop: ExactShop) -> None:
+    env = shop.env
+    before, sent = env.balance(PAYEE), env.relayer_count()
+    proof, offers = shop.paid_header()
+    receipt = await shop.settle(proof, offers)
+    assert isinstance(receipt, Receipt), receipt
+    assert (receipt.scheme, receipt.payer, receipt.amount) == ("exact", PAYER.lower(), str(PRICE))
+    assert env.balance(PAYEE) == before + PRICE
+    assert env.relayer_count() == sent + 1
+    tx = env.chain.rpc("eth_getTransactionByHash", [receipt.transaction])
+    assert tx["to"].lower() == env.token.lower()  # the settlement is the relayer's own call
+    # The same header again: the same receipt, nothing sent, nobody charged twice.
+    assert await shop.settle(proof, offers) == receipt
+    assert env.balance(PAYEE) == before + PRICE and env.relayer_count() == sent + 1
+
+
+async def test_fifty_concurrent_copies_cause_one_broadcast(shop: ExactShop) -> None:
+    env = shop.env
+    before, sent = env.balance(PAYEE), env.relayer_count()
+    proof, offers = shop.paid_header()
+    outcomes = await asyncio.gather(*(shop.settle(proof, offers) for _ in range(50)))
+    assert all(isinstance(o, Receipt) for o in outcomes), outcomes
+    assert len({o.transaction for o in outcomes}) == 1
+    assert env.relayer_count() == sent + 1
+    assert env.balance(PAYEE) == before + PRICE
+
+
+async def test_a_used_authorization_under_a_fresh_challenge_never_pays_twice(
+    shop: ExactShop,
+) -> None:
+    env = shop.env
+    accept, offers = shop.offer()
+    inner = sign_inner(accept)
+    first = await shop.settle(header(accept, inner), offers)
+    assert isinstance(first, Receipt), first
+    sent, credited = env.relayer_count(), env.balance(PAYEE)
+    again, again_offers = shop.offer()  # a new challenge, the same signed authorization
+    outcome = await shop.settle(header(again, inner), again_offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, outcome
+    assert outcome.error_reason is ReasonCode.AUTHORIZATION_ALREADY_USED
+    assert env.relayer_count() == sent and env.balance(PAYEE) == credited
+
+
+def _refusals(token: str) -> list[tuple[str, dict[str, object], ReasonCode]]:
+    return [
+        ("value too low", {"value": str(PRICE - 1)}, ReasonCode.AMOUNT_TOO_LOW),
+        ("another payee", {"to": "0x" + "42" * 20}, ReasonCode.WRONG_RECIPIENT),
+        ("expired", {"validBefore": later(2)}, ReasonCode.AUTHORIZATION_EXPIRED),
+        ("not yet valid", {"validAfter": later(120)}, ReasonCode.AUTHORIZATION_NOT_YET_VALID),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+async def test_a_misfit_authorization_is_refused_and_nothing_is_broadcast(
+    shop: ExactShop, case: int
+) -> None:
+    env = shop.env
+    name, changes, expected = _refusals(env.token)[case]
+    accept, offers = shop.offer()
+    inner = resign(sign_inner(accept), env.token, **changes)  # type: ignore[arg-type]
+    sent = env.relayer_count()
+    outcome = await shop.settle(header(accept, inner), offers)
+    assert isinstance(outcome, Failure) and not outcome.transient, (name, outcome)
+    assert outcome.error_reason is expected, (name, outcome)
+    assert env.relayer_count() == sent
+
+
+async def test_a_signature_not_by_from_is_refused(shop: ExactShop) -> None:
+    env = shop.env
+    accept, offers = shop.offer()
+    inner = sign_inner(accept)
+    forged = resign(inner, env.token, STRANGER_KEY)  # from stays the payer's address
+    sent = env.relayer_count()
+    outcome = await shop.settle(header(accept, forged), offers)
+    assert isinstance(outcome, Failure) and outcome.error_reason is ReasonCode.AUTHORIZATION_INVALID
+    assert env.relayer_count() == sent
+
+
+async def test_an_authorization_signed_for_another_chain_is_refused(shop: ExactShop) -> None:
+    env = shop.env
+    accept, offers = shop.offer()
+    other_chain = resign(sign_inner(accept), env.token, chain_id=8453)
+    sent = env.relayer_count()
+    outcome = await shop.settle(header(accept, other_chain), offers)
+    assert isinstance(outcome, Failure) and outcome.error_reason is ReasonCode.AUTHORIZATION_INVALID
+    assert env.relayer_count() == sent
+
+
+async def test_a_payer_without_the_balance_is_refused_before_any_broadcast(
+    shop: ExactShop,
+) -> None:
+    env = shop.env
+    sent = env.relayer_count()
+    proof, offers = shop.paid_header(key=POOR_KEY)
+    outcome = await shop.settle(proof, offers)
+    assert isinstance(outcome, Failure) and outcome.error_reason is ReasonCode.INSUFFICIENT_BALANCE
+    assert env.relayer_count() == sent
