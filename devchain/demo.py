@@ -40,6 +40,8 @@ NETWORK = "eip155:31337"
 PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]
 SHOP = ANVIL_ACCOUNTS[9]
 ROUTES = [("/weather", "0.01"), ("/report", "0.25"), ("/dataset", "1.50")]
+EXACT_PATH = "/exact/report"
+RELAYER_KEY = ANVIL_KEYS[7]  # pays the gas of exact settlements (local mode)
 
 
 def _toml(value: Any) -> str:
@@ -101,27 +103,76 @@ def rail_config(rails: list[Rail]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _config(redis_url: str, rpc: str, token: str, port: int, rails: list[Rail]) -> str:
+def _config(
+    redis_url: str, rpc: str, token: str, exact_token: str, port: int, rails: list[Rail]
+) -> str:
     doc = {
         "redis_url": redis_url,
         "challenge": {"active": "demo", "keys": {"demo": secrets.token_hex(32)}},
         "gate": {"port": port, "settle_timeout": 15},
         "worker": {"poll_delay": 0.01},
         "networks": {
-            NETWORK: {"rpc_urls": [rpc], "min_confirmations": 1, "head_cache_seconds": 0.2}
+            NETWORK: {
+                "rpc_urls": [rpc],
+                "min_confirmations": 1,
+                "head_cache_seconds": 0.2,
+                # exact payments: the workers send them from the relayer key (X402_RELAYER_KEY)
+                "settlement": {"mode": "local"},
+            }
         },
-        "assets": [{"network": NETWORK, "symbol": "USDC", "asset": token, "decimals": 6}],
+        "assets": [
+            {"network": NETWORK, "symbol": "USDC", "asset": token, "decimals": 6},
+            {
+                "network": NETWORK,
+                "symbol": "EUSDC",
+                "asset": exact_token,
+                "decimals": 6,
+                "eip712_name": "USD Coin",
+                "eip712_version": "2",
+            },
+        ],
         "routes": [
+            *(
+                _route(
+                    path,
+                    path,
+                    f"demo resource {path}",
+                    {"network": NETWORK, "asset": "USDC", "pay_to": SHOP, "price": price},
+                )
+                for path, price in ROUTES
+            ),
             _route(
-                path,
-                path,
-                f"demo resource {path}",
-                {"network": NETWORK, "asset": "USDC", "pay_to": SHOP, "price": price},
-            )
-            for path, price in ROUTES
+                EXACT_PATH,
+                EXACT_PATH,
+                "paid in exact by a stock x402 client",
+                {
+                    "network": NETWORK,
+                    "asset": "EUSDC",
+                    "pay_to": SHOP,
+                    "price": "0.05",
+                    "scheme": "exact",
+                },
+            ),
         ],
     }
     return "\n".join(toml_lines(doc)) + "\n" + rail_config(rails)
+
+
+async def _pay_exact(url: str) -> tuple[int, dict[str, Any]]:
+    """The reference x402 client, on its own: it reads the 402, signs an EIP-3009 authorization
+    and sends it; a worker settles it from the relayer key. Its receipt, as the gate sent it."""
+    from x402 import x402Client
+    from x402.http.clients import x402HttpxClient
+    from x402.mechanisms.evm.exact import register_exact_evm_client
+    from x402.mechanisms.evm.signers import EthAccountSigner
+
+    client = x402Client()
+    register_exact_evm_client(client, EthAccountSigner(Account.from_key(PAYER_KEY)))
+    client.set_spend_controls({"allowed_assets": True})  # the local chain's token
+    async with x402HttpxClient(client, timeout=30) as http:
+        reply = await http.get(url)
+    header = reply.headers.get("PAYMENT-RESPONSE")
+    return reply.status_code, _b64json(header) if header else {"errorReason": reply.text[:200]}
 
 
 def _b64json(value: str) -> dict[str, Any]:
@@ -240,10 +291,13 @@ def run_demo(workers: int = 2) -> int:
         chain = DevChain(node.url)
         token = chain.deploy_token()
         chain.mint(token, PAYER, 1_000 * 10**6)
+        exact_token = chain.deploy_eip3009_token()  # USDC's EIP-3009 interface
+        chain.mint(exact_token, PAYER, 1_000 * 10**6)
+        os.environ["X402_RELAYER_KEY"] = RELAYER_KEY  # the workers inherit it
         rails = [stack.enter_context(r) for r in load_rails()]
         port = free_port()
         config = work / "verifier.toml"
-        config.write_text(_config(redis.url, node.url, token, port, rails))
+        config.write_text(_config(redis.url, node.url, token, exact_token, port, rails))
         cli = [sys.executable, "-m", "verifier.cli"]
         print(f"starting the gate on :{port} and {workers} workers (logs in {work})…")
         gate = stack.enter_context(
@@ -279,6 +333,11 @@ def run_demo(workers: int = 2) -> int:
             _show(f"GET {path} ({rail.title})", status, outcome)
             expect(f"{path} paid", status == 200 and outcome.get("success") is True)
             receipts.append(outcome)
+
+        status, outcome = asyncio.run(_pay_exact(f"http://127.0.0.1:{port}{EXACT_PATH}"))
+        _show(f"GET {EXACT_PATH} (exact, the reference x402 client)", status, outcome)
+        expect(f"{EXACT_PATH} paid", status == 200 and outcome.get("scheme") == "exact")
+        receipts.append(outcome)
 
         assert first is not None
         path, accept, tx = first
