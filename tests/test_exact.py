@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from eth_account import Account
 
-from tests.evm_fixtures import PAYEE
+import chains.evm.eip3009 as eip3009
+from tests.evm_fixtures import PAYEE, STRANGER
 from tests.exact_fixtures import (
     PAYER,
     POOR_KEY,
@@ -138,3 +140,47 @@ async def test_a_payer_without_the_balance_is_refused_before_any_broadcast(
     outcome = await shop.settle(proof, offers)
     assert isinstance(outcome, Failure) and outcome.error_reason is ReasonCode.INSUFFICIENT_BALANCE
     assert env.relayer_count() == sent
+
+
+async def test_an_authorization_already_sent_by_someone_else_is_that_payment(
+    shop: ExactShop,
+) -> None:
+    # The payer (or a worker whose answer was lost) sent the authorization already: the
+    # transfer to the payee happened, so that transaction is the settlement, found through
+    # the token's AuthorizationUsed log, and nothing is sent again.
+    env = shop.env
+    accept, offers = shop.offer()
+    inner = sign_inner(accept)
+    auth = eip3009.Authorization.from_wire(inner["authorization"])
+    calldata = eip3009.transfer_with_authorization_calldata(
+        auth, bytes.fromhex(inner["signature"][2:])
+    )
+    sent_by_other = env.chain.send_transaction(STRANGER, env.token, calldata)
+    assert env.chain.receipt(sent_by_other)["status"] == "0x1"
+    before, sent = env.balance(PAYEE), env.relayer_count()
+    receipt = await shop.settle(header(accept, inner), offers)
+    assert isinstance(receipt, Receipt), receipt
+    assert receipt.transaction == sent_by_other.lower()
+    assert env.relayer_count() == sent and env.balance(PAYEE) == before
+
+
+async def test_a_contract_wallet_pays_with_an_eip1271_signature(shop: ExactShop) -> None:
+    env = shop.env
+    owner_key = POOR_KEY  # the wallet's owner signs; the wallet holds the tokens
+    owner = Account.from_key(owner_key).address
+    wallet = env.chain.deploy_wallet(owner)
+    env.chain.mint(env.token, wallet, 10**9)
+    accept, offers = shop.offer()
+    inner = resign(sign_inner(accept), env.token, owner_key, **{"from": wallet})
+    # The owner's key recovers the owner, not the wallet: only EIP-1271 makes it the wallet's.
+    before, sent = env.balance(PAYEE), env.relayer_count()
+    receipt = await shop.settle(header(accept, inner), offers)
+    assert isinstance(receipt, Receipt), receipt
+    assert receipt.payer == wallet.lower()
+    assert env.balance(PAYEE) == before + PRICE and env.relayer_count() == sent + 1
+    # Signed by anyone else for the wallet: refused, nothing sent.
+    accept, offers = shop.offer()
+    forged = resign(sign_inner(accept), env.token, STRANGER_KEY, **{"from": wallet})
+    refused = await shop.settle(header(accept, forged), offers)
+    assert isinstance(refused, Failure) and refused.error_reason is ReasonCode.AUTHORIZATION_INVALID
+    assert env.relayer_count() == sent + 1

@@ -265,12 +265,13 @@ class Verifier:
                 problem = authorization_problem(payment.authorization, challenge.terms, now, margin)
                 if problem is not None:
                     raise FinalError(problem[1], problem[0])
-                used = await settler.used_by(payment, record)
-                if used is not None:  # used on chain already, by us or by anyone: it paid
-                    await record.add_txid(used)
-                    return used
                 await settler.check(payment)
-            except FinalError:
+            except FinalError as exc:
+                if exc.reason is ReasonCode.AUTHORIZATION_ALREADY_USED:
+                    used = await settler.used_by(payment, record)
+                    if used is not None:  # used on chain already, by us or by anyone: it paid
+                        await record.add_txid(used)
+                        return used
                 await self._authorizations.release(record)
                 raise
         txid = await settler.settle(payment, record)

@@ -98,6 +98,8 @@ class LocalSettler:
         self._authorizations = authorizations
         self._tokens = {t.lower(): d for t, d in tokens.items()}
         self._domains_checked = False
+        # Gas estimates of checks, for the broadcast that follows in the same try.
+        self._estimates: dict[str, int] = {}
 
     async def start(self) -> None:
         """Each exact token's EIP-712 domain on chain must be the registry's (``ConfigError``).
@@ -205,7 +207,10 @@ class LocalSettler:
                 f"{payment.payer} holds less than {auth.value} of {payment.token}",
                 ReasonCode.INSUFFICIENT_BALANCE,
             )
-        await self._estimate(payment)  # the simulation: a revert is a final refusal
+        # The simulation: a revert is a final refusal. Its estimate serves the broadcast next.
+        if len(self._estimates) > 4096:  # checks whose try ended before its broadcast
+            self._estimates.clear()
+        self._estimates[payment.key] = await self._estimate(payment)
 
     async def settle(self, payment: ExactPayment, record: SettlementRecord) -> str:
         if record.get("from_block") is None:
@@ -217,7 +222,7 @@ class LocalSettler:
         nonce = await record.relayer_nonce(
             self._authorizations.relayer_key(self.network, self.relayer), count
         )
-        gas = await self._estimate(payment)
+        gas = self._estimates.pop(payment.key, None) or await self._estimate(payment)
         tip, max_fee = await self._fees()
         return await self._send(payment, record, nonce, gas, tip, max_fee)
 
