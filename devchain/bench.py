@@ -30,6 +30,7 @@ import httpx
 import orjson
 from arq.constants import in_progress_key_prefix, job_key_prefix
 
+from devchain.bench_exact import exact_settlement
 from devchain.bench_table import render, scale_key, table
 from devchain.demo import rail_config
 from devchain.rails import Rail, load_rails
@@ -676,6 +677,8 @@ async def run(quick: bool) -> dict[str, Any]:
                 )
             )
             procs.stop(worker)
+            # Exact settlement needs a node that executes it: anvil of its own (bench_exact).
+            results.update(await exact_settlement(redis.url, int(400 * scale)))
         finally:
             await gate.close()
             await bench.stub.aclose()

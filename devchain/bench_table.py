@@ -129,6 +129,21 @@ def table(r: dict[str, Any]) -> list[Row]:
             flood <= 2,
         ),
     ]
+    if "exact_settlements_s" in r:
+        rows += [
+            Row(
+                "11 exact, local settlement, 1 worker (anvil, automine)",
+                f"{r['exact_settlements_s']:,.0f} settlements/s",
+                "-",
+                None,
+            ),
+            Row(
+                "11 RPC requests / exact settlement",
+                f"{r['exact_rpc_per_settlement']:.2f}",
+                "-",
+                None,
+            ),
+        ]
     return rows
 
 

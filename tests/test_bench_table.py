@@ -34,6 +34,8 @@ RESULTS = {
     "flood_rpc_ms": 50.0,
     "flood_honest_quiet_p50_ms": 60.0,
     "flood_honest_p50_ms": 110.0,
+    "exact_settlements_s": 46.3,
+    "exact_rpc_per_settlement": 7.36,
 }
 
 
@@ -54,3 +56,7 @@ def test_rows_judge_against_their_targets() -> None:
     text = render(table(RESULTS))
     assert "0.70x baseline" in text and "NO" in text
     assert "350/s vs 100/s = 3.50x (CPU 60% busy)" in text
+    assert verdict["11 RPC requests / exact settlement"] is None  # informational
+    assert "46 settlements/s" in text and "7.36" in text
+    older = {k: v for k, v in RESULTS.items() if not k.startswith("exact_")}
+    assert not any(row.name.startswith("11 ") for row in table(older))  # a run without it
