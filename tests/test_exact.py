@@ -9,16 +9,19 @@ transaction), whatever is sent again or at once.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from eth_account import Account
+from redis.asyncio import Redis
 
 import chains.evm.eip3009 as eip3009
-from tests.evm_fixtures import PAYEE, STRANGER
+from tests.evm_fixtures import NETWORK, PAYEE, STRANGER
 from tests.exact_fixtures import (
     PAYER,
     POOR_KEY,
     PRICE,
+    RELAYER,
     STRANGER_KEY,
     ExactEnv,
     ExactShop,
@@ -31,7 +34,10 @@ from tests.exact_fixtures import (
     sign_inner,
 )
 from tests.support import SettingsFactory, connected_gate, running_worker
+from verifier.errors import ConfigError
 from verifier.models import Failure, ReasonCode, Receipt
+from verifier.registry import build_adapters
+from verifier.settlement import Authorizations
 
 __all__ = ["exact_env", "relayer_key"]  # fixtures
 
@@ -59,11 +65,17 @@ async def test_a_reference_client_payload_is_settled_once(shop: ExactShop) -> No
     assert env.balance(PAYEE) == before + PRICE and env.relayer_count() == sent + 1
 
 
-async def test_fifty_concurrent_copies_cause_one_broadcast(shop: ExactShop) -> None:
+async def test_fifty_concurrent_copies_across_gates_cause_one_broadcast(
+    shop: ExactShop,
+) -> None:
     env = shop.env
     before, sent = env.balance(PAYEE), env.relayer_count()
     proof, offers = shop.paid_header()
-    outcomes = await asyncio.gather(*(shop.settle(proof, offers) for _ in range(50)))
+    async with connected_gate(shop.gate.settings) as other_gate:  # another web server process
+        other = ExactShop(other_gate, env)
+        outcomes = await asyncio.gather(
+            *((shop if i % 2 else other).settle(proof, offers) for i in range(50))
+        )
     assert all(isinstance(o, Receipt) for o in outcomes), outcomes
     assert len({o.transaction for o in outcomes}) == 1
     assert env.relayer_count() == sent + 1
@@ -184,3 +196,67 @@ async def test_a_contract_wallet_pays_with_an_eip1271_signature(shop: ExactShop)
     refused = await shop.settle(header(accept, forged), offers)
     assert isinstance(refused, Failure) and refused.error_reason is ReasonCode.AUTHORIZATION_INVALID
     assert env.relayer_count() == sent + 1
+
+
+async def test_a_stuck_settlement_is_replaced_at_the_same_nonce_and_counted_once(
+    exact_env: ExactEnv, make_settings: SettingsFactory, relayer_key: str, redis: Redis
+) -> None:
+    env = exact_env
+    settings = exact_settings(
+        make_settings,
+        env,
+        settlement={"mode": "local", "replace_after": 1, "gas_bump_percent": 50},
+        worker={"retry_base": 0.2, "retry_max": 0.3},
+    )
+    env.chain.set_automine(False)  # nothing is mined: the settlement waits in the mempool
+    try:
+        async with connected_gate(settings) as gate, running_worker(settings):
+            shop = ExactShop(gate, env)
+            before, sent = env.balance(PAYEE), env.relayer_count()
+            proof, offers = shop.paid_header()
+            pending = await shop.settle(proof, offers, wait=3)  # past replace_after
+            assert isinstance(pending, Failure) and pending.transient, pending
+            txpool = env.chain.rpc("txpool_content", [])["pending"]
+            mine = {k.lower(): v for k, v in txpool.items()}.get(RELAYER.lower(), {})
+            versions = list(mine.values())
+            assert len(mine) == 1, mine  # one nonce, whatever the number of versions
+            [key] = [k async for k in redis.scan_iter("*:authorization:*")]
+            txids = json.loads(await redis.hget(key, "txids") or b"[]")
+            assert len(txids) >= 2, txids  # sent, then replaced at higher fees
+            fees = [
+                int(env.chain.rpc("eth_getTransactionByHash", [t])["maxFeePerGas"], 16)
+                for t in txids
+                if env.chain.rpc("eth_getTransactionByHash", [t])
+            ]
+            env.chain.mine(1)
+            receipt = await shop.settle(proof, offers, wait=20)
+    finally:
+        env.chain.set_automine(True)
+    assert isinstance(receipt, Receipt), receipt
+    assert env.relayer_count() == sent + 1
+    assert env.balance(PAYEE) == before + PRICE
+    assert versions  # the mempool held our transaction
+    assert receipt.transaction in txids
+    assert fees == sorted(fees)  # each version priced above the one it replaced
+
+
+async def test_a_worker_refuses_to_start_when_the_token_domain_is_not_the_registry_s(
+    exact_env: ExactEnv, make_settings: SettingsFactory, relayer_key: str, redis: Redis
+) -> None:
+    settings = exact_settings(make_settings, exact_env)
+    [adapter] = build_adapters(settings).values()
+    await adapter.start()
+    try:
+        settlement = settings.networks[NETWORK].settlement
+        wrong = {exact_env.token: ("USDC", "2")}  # Base Sepolia's name, not this token's
+        settler = adapter.local_settler(  # type: ignore[attr-defined]
+            settlement, relayer_key, Authorizations(redis, "x402"), wrong
+        )
+        with pytest.raises(ConfigError, match=r"domain is \('USD Coin', '2'\), the asset"):
+            await settler.start()
+        right = {exact_env.token: ("USD Coin", "2")}
+        await adapter.local_settler(  # type: ignore[attr-defined]
+            settlement, relayer_key, Authorizations(redis, "x402"), right
+        ).start()
+    finally:
+        await adapter.close()

@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verifier.adapter import ChainAdapter
 from verifier.challenge import Challenge, ChallengeSigner, authenticate_proof, proof_message
-from verifier.errors import FinalError, TransientError, TxNotFound
+from verifier.errors import FinalError, NotFinal, TransientError, TxNotFound
 from verifier.matching import Expectation, Verdict, judge, signature_candidates
 from verifier.models import (
     MAX_CHALLENGE_SECONDS,
@@ -229,8 +229,9 @@ class Verifier:
         except TimeoutError:
             note = "the chain did not answer within the job's time budget"
             return Step(_failure(challenge, txid, ReasonCode.RPC_UNAVAILABLE, note), retry=True)
-        except TxNotFound as exc:
-            # Broadcast but not seen: send it again or replace it once it is overdue.
+        except (TxNotFound, NotFinal) as exc:
+            # Sent but not in a block (or not deep enough): the settler sends it again, or
+            # replaces it once it is overdue, unless it is in a block already.
             if settler is not None and payment is not None and isinstance(record, SettlementRecord):
                 with contextlib.suppress(TransientError):
                     await settler.unstick(payment, record)

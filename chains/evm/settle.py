@@ -227,20 +227,18 @@ class LocalSettler:
         return await self._send(payment, record, nonce, gas, tip, max_fee)
 
     async def unstick(self, payment: ExactPayment, record: SettlementRecord) -> None:
-        raw = record.get("raw")
-        if not raw:
+        raw, nonce = record.get("raw"), int(record.get("relayer_nonce") or -1)
+        if not raw or nonce < 0:
             return
-        await self._broadcast(raw, record.txids[-1])
-        sent_at = float(record.get("sent_at") or 0)
-        if time.time() - sent_at < self._settings.replace_after:
-            return
-        nonce = int(record.get("relayer_nonce") or -1)
         done = hex_int(
             await self._adapter.api.call("eth_getTransactionCount", [self.relayer, "latest"]),
             "eth_getTransactionCount",
         )
-        if nonce < 0 or done > nonce:
+        if done > nonce:
             return  # a version is in a block: the next observation finds it
+        await self._broadcast(raw, record.txids[-1])  # a node that lost it takes it back
+        if time.time() - float(record.get("sent_at") or 0) < self._settings.replace_after:
+            return
         bump = 100 + self._settings.gas_bump_percent
         tip = int(record.get("tip") or 0) * bump // 100 + 1
         max_fee = int(record.get("max_fee") or 0) * bump // 100 + 1
@@ -366,7 +364,11 @@ class LocalSettler:
             await self._adapter.api.call("eth_sendRawTransaction", [raw])
         except RpcError as exc:
             message = exc.rpc_message.lower()
-            if "already known" in message or "known transaction" in message:
+            # geth "already known", erigon/nethermind "known transaction", anvil "transaction
+            # already imported": the node has it.
+            if any(
+                m in message for m in ("already known", "known transaction", "already imported")
+            ):
                 return
             if "nonce too low" in message:
                 return  # a version is in a block, or will be found missing: observed next
