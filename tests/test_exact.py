@@ -221,7 +221,7 @@ async def test_a_stuck_settlement_is_replaced_at_the_same_nonce_and_counted_once
             versions = list(mine.values())
             assert len(mine) == 1, mine  # one nonce, whatever the number of versions
             [key] = [k async for k in redis.scan_iter("*:authorization:*")]
-            txids = json.loads(await redis.hget(key, "txids") or b"[]")
+            txids = json.loads(await redis.hget(key, "txids") or b"[]")  # type: ignore[misc]
             assert len(txids) >= 2, txids  # sent, then replaced at higher fees
             fees = [
                 int(env.chain.rpc("eth_getTransactionByHash", [t])["maxFeePerGas"], 16)
