@@ -308,12 +308,18 @@ class FacilitatorSettler:
     """
 
     def __init__(
-        self, network: str, client: FacilitatorClient, adapter: Any, scheme: str = "exact"
+        self,
+        network: str,
+        client: FacilitatorClient,
+        adapter: Any,
+        scheme: str = "exact",
+        tokens: dict[str, tuple[str, str] | None] | None = None,
     ) -> None:
         self.network = network
         self._client = client
         self._adapter = adapter
         self._scheme = scheme
+        self._tokens = tokens or {}
         self._checked = False
 
     async def start(self) -> None:
@@ -328,6 +334,10 @@ class FacilitatorSettler:
     async def _served(self) -> None:
         if self._checked:
             return
+        # The domains the 402 names are the tokens' own (where the adapter can read them).
+        check_domains = getattr(self._adapter, "check_token_domains", None)
+        if check_domains is not None and self._tokens:
+            await check_domains(self._tokens)
         served = await self._client.supported()
         if (self._scheme, self.network) not in served:
             raise ConfigError(
@@ -447,5 +457,7 @@ def build_settlers(
             client = FacilitatorClient(
                 settlement.facilitator_url, headers=headers, timeout=settlement.facilitator_timeout
             )
-            settlers[network] = FacilitatorSettler(network, client, adapter)
+            settlers[network] = FacilitatorSettler(
+                network, client, adapter, tokens=exact_tokens(settings, network)
+            )
     return settlers

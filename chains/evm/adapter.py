@@ -213,3 +213,11 @@ class EVMAdapter(JsonRpcAdapter):
         from chains.evm.settle import authorization_used_by
 
         return await authorization_used_by(self, payment, record)
+
+    async def check_token_domains(
+        self, tokens: dict[str, tuple[str, str] | None]
+    ) -> dict[str, tuple[str, str]]:
+        """Each token's EIP-712 domain on chain; ``ConfigError`` when one is not the given one."""
+        from chains.evm.settle import check_domains
+
+        return await check_domains(self, tokens)

@@ -118,47 +118,15 @@ class LocalSettler:
         log.info("local settlement on %s from relayer %s", self.network, self.relayer)
 
     async def _check_domains(self) -> None:
-        if self._domains_checked:
-            return
-        for token, expected in self._tokens.items():
-            found = await self.read_domain(token)
-            if found is None:
-                raise ConfigError(
-                    f"{self.network}: token {token} answers neither eip712Domain() nor "
-                    "name()/version(): it cannot take EIP-3009 authorizations"
-                )
-            if expected is not None and found != expected:
-                raise ConfigError(
-                    f"{self.network}: token {token}'s EIP-712 domain is {found}, the asset "
-                    f"registry says {expected}: fix eip712_name / eip712_version in [[assets]]"
-                )
-            self._tokens[token] = found
-        self._domains_checked = True
+        if not self._domains_checked:
+            self._tokens.update(await check_domains(self._adapter, self._tokens))
+            self._domains_checked = True
 
     async def close(self) -> None:
         return None
 
     async def read_domain(self, token: str) -> tuple[str, str] | None:
-        """The token's (name, version): ``eip712Domain()`` (EIP-5267), else name()/version()."""
-        try:
-            raw = await self._call(token, _EIP712_DOMAIN)
-            domain = eip3009.decode_eip712_domain(raw)
-            return domain.name, domain.version
-        except RpcError as exc:
-            if _revert_reason(exc) is None:
-                raise  # the node failed, not the call: transient
-        except ValueError:
-            pass
-        try:
-            name = eip3009.decode_string(await self._call(token, _NAME))
-            version = eip3009.decode_string(await self._call(token, _VERSION))
-        except RpcError as exc:
-            if _revert_reason(exc) is None:
-                raise
-            return None
-        except ValueError:
-            return None
-        return name, version
+        return await read_domain(self._adapter, token)
 
     # -- the Settler protocol ------------------------------------------------------------
 
@@ -432,3 +400,56 @@ async def authorization_used_by(
         f"{from_block}",
         ReasonCode.AUTHORIZATION_ALREADY_USED,
     )
+
+
+async def read_domain(adapter: EVMAdapter, token: str) -> tuple[str, str] | None:
+    """The token's EIP-712 (name, version): ``eip712Domain()`` (EIP-5267), else ``name()`` and
+    ``version()``; ``None`` when it answers neither (a revert), ``RpcUnavailable`` when the node
+    does not answer."""
+
+    async def call(data: bytes) -> bytes:
+        result = await adapter.api.call(
+            "eth_call", [{"to": token, "data": "0x" + data.hex()}, "latest"]
+        )
+        raw: bytes = hex_bytes(result, "eth_call result")
+        return raw
+
+    try:
+        domain = eip3009.decode_eip712_domain(await call(_EIP712_DOMAIN))
+        return domain.name, domain.version
+    except RpcError as exc:
+        if _revert_reason(exc) is None:
+            raise  # the node failed, not the call: transient
+    except ValueError:
+        pass
+    try:
+        name = eip3009.decode_string(await call(_NAME))
+        version = eip3009.decode_string(await call(_VERSION))
+    except RpcError as exc:
+        if _revert_reason(exc) is None:
+            raise
+        return None
+    except ValueError:
+        return None
+    return name, version
+
+
+async def check_domains(
+    adapter: EVMAdapter, tokens: dict[str, tuple[str, str] | None]
+) -> dict[str, tuple[str, str]]:
+    """Each token's domain on chain, which must be the registry's (``ConfigError``)."""
+    found: dict[str, tuple[str, str]] = {}
+    for token, expected in tokens.items():
+        domain = await read_domain(adapter, token)
+        if domain is None:
+            raise ConfigError(
+                f"{adapter.network}: token {token} answers neither eip712Domain() nor "
+                "name()/version(): it cannot take EIP-3009 authorizations"
+            )
+        if expected is not None and domain != expected:
+            raise ConfigError(
+                f"{adapter.network}: token {token}'s EIP-712 domain is {domain}, the asset "
+                f"registry says {expected}: fix eip712_name / eip712_version in [[assets]]"
+            )
+        found[token] = domain
+    return found
