@@ -53,6 +53,7 @@ from verifier.models import (
     failure,
 )
 from verifier.settings import RouteSettings, Settings
+from verifier.trace import TraceMiddleware
 from verifier.wire import PAYMENT_REQUIRED, encode_json, proof_header, response_headers
 
 log = logging.getLogger(__name__)
@@ -259,4 +260,6 @@ def create_app(settings: Settings, gate: Gate | None = None) -> Starlette:
         Route(r.path, endpoint(r.path), methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
         for r in settings.routes
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(TraceMiddleware)  # pure ASGI: x-trace-id in, out, and in every log line
+    return app

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from verifier.errors import ConfigError, RpcUnavailable, VerifierError, WrongChain
 from verifier.settings import NetworkSettings, Settings, load_settings
+from verifier.trace import configure_logging
 
 if TYPE_CHECKING:
     from verifier.adapter import ChainAdapter
@@ -265,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text, or as JSON objects (trace_id, job, network, scheme, outcome)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
@@ -297,10 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:

@@ -52,6 +52,7 @@ from verifier.queue import JobQueue, VerifyJob, job_key, open_redis
 from verifier.settings import AcceptSettings, Settings, parse_price
 from verifier.settlement import authorization_key, authorization_problem
 from verifier.store import Store, parse_outcome
+from verifier.trace import current_trace_id
 from verifier.txid import canonical_tx_ref
 from verifier.wire import decode_payment_payload
 
@@ -307,7 +308,7 @@ class Gate:
             return failure(exc.reason, str(exc), network=proof.accepted.network, nonce=nonce)
         signature = proof.payload.signature.lower() if proof.payload.signature else None
         job_id = job_key(nonce, tx_ref, signature, challenge.terms.canonical())
-        job = VerifyJob(proof=proof, resource=resource, job=job_id)
+        job = VerifyJob(proof=proof, resource=resource, job=job_id, trace_id=current_trace_id())
         left = challenge.expires_at + self.settings.worker.grace_seconds - time.time()
         if left < 0:
             return await self._expired(job_id, challenge)

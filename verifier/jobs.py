@@ -60,6 +60,7 @@ from verifier.settlement import (
     authorization_problem,
 )
 from verifier.store import ClaimStatus, Store
+from verifier.trace import current_trace_id, log_context
 
 log = logging.getLogger(__name__)
 # Redis is unreachable: refused or dropped connections (BusyLoadingError, while a restarted
@@ -69,12 +70,29 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # What a proof is told when another proof consumed its transaction, or its nonce, first.
 TX_TAKEN = "this transaction already paid for another challenge"
 NONCE_TAKEN = "this challenge was already paid by another transaction"
+# Where a receipt carries the trace id of the request whose job made it.
+TRACE_EXTENSION = "trace"
 
 
 async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    """arq job: verify one proof; returns the stored outcome as wire JSON."""
+    """arq job: verify one proof; returns the stored outcome as wire JSON.
+
+    Every log line of the job carries its trace id, job id, network and scheme
+    (``verifier.trace``); the line that ends an attempt also its outcome.
+    """
     verifier: Verifier = ctx["verifier"]
-    outcome = await verifier.run(VerifyJob.model_validate(job), ctx.get("job_try", 1))
+    verify = VerifyJob.model_validate(job)
+    accepted = verify.proof.accepted
+    with log_context(
+        trace_id=verify.trace_id, job=verify.job, network=accepted.network, scheme=accepted.scheme
+    ):
+        try:
+            outcome = await verifier.run(verify, ctx.get("job_try", 1))
+        except Retry:
+            log.debug("attempt ended: retry", extra={"outcome": "retry"})
+            raise
+        said = outcome.error_reason.value if isinstance(outcome, Failure) else "receipt"
+        log.info("verification ended: %s", said, extra={"outcome": said})
     return outcome.model_dump(by_alias=True, exclude_none=True)
 
 
@@ -456,6 +474,9 @@ def _receipt(challenge: Challenge, obs: Observation, verdict: Verdict, now: floa
         nonce=challenge.nonce,
         extensions={SCHEME: extension.model_dump(by_alias=True)},
     )
+    trace_id = current_trace_id()
+    if trace_id is not None:  # the receipt stays a superset of the x402 one
+        receipt.extensions[TRACE_EXTENSION] = {"traceId": trace_id}
     return Paid(receipt, extension)
 
 

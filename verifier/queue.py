@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlparse
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -78,6 +78,8 @@ class VerifyJob(BaseModel):
     proof: PaymentPayload
     resource: str
     job: str
+    # The x-trace-id of the request that queued it (verifier.trace): in its logs and receipt.
+    trace_id: str | None = Field(default=None, max_length=128)
 
 
 def job_key(nonce: str, tx_ref: str, signature: str | None = None, terms: bytes = b"") -> str:
