@@ -15,6 +15,7 @@ so trying the next URL after a failure is always safe.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ import aiohttp
 import orjson
 
 from chains.endpoints import Endpoints
-from verifier.adapter import RpcUnavailable, TransientError
+from verifier.adapter import RpcUnavailable, TransientError, rpc_observed
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,15 @@ class HttpApi:
     async def exchange(self, request: HttpRequest) -> Any:
         """``request`` sent once, its reply's JSON; every failure is a ``TransientError``."""
         self.requests_sent += 1
-        reply = await self.transport(request)
+        start = time.perf_counter()
+        try:
+            reply = await self.transport(request)
+        except BaseException:
+            rpc_observed(request.url, time.perf_counter() - start, ok=False)
+            raise
+        rpc_observed(
+            request.url, time.perf_counter() - start, ok=reply.status == 200 or reply.status == 404
+        )
         where = request.url
         if reply.status == 404 and self.not_found is not None:
             raise self.not_found(f"{where}: not found")

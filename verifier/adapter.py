@@ -31,6 +31,7 @@ from verifier.errors import (
     TxNotFound,
     WrongChain,
 )
+from verifier.metrics import rpc_observed, settlement_observed
 from verifier.models import Finality, Observation, ReasonCode, Transfer
 from verifier.settings import NetworkSettings, SettlementSettings
 from verifier.settlement import Authorizations, ExactPayment, SettlementRecord
@@ -56,6 +57,8 @@ __all__ = [
     "TransientError",
     "TxNotFound",
     "WrongChain",
+    "rpc_observed",
+    "settlement_observed",
 ]
 
 

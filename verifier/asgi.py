@@ -43,6 +43,7 @@ from verifier.delivery import (
     UpstreamFailed,
 )
 from verifier.gate import Gate, Offer
+from verifier.metrics import render
 from verifier.models import (
     SCHEME,
     Failure,
@@ -255,7 +256,13 @@ def create_app(settings: Settings, gate: Gate | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         return Response("ok\n", media_type="text/plain")
 
+    async def metrics(request: Request) -> Response:
+        body, content_type = render()
+        return Response(body, media_type=content_type)
+
     routes = [Route("/healthz", health, methods=["GET"])]
+    if settings.gate.metrics_path:
+        routes.append(Route(settings.gate.metrics_path, metrics, methods=["GET"]))
     routes += [
         Route(r.path, endpoint(r.path), methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
         for r in settings.routes

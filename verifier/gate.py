@@ -33,9 +33,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from verifier.assets import AssetRegistry, format_amount
 from verifier.challenge import Challenge, ChallengeSigner, Terms, authenticate_proof, memo_for
 from verifier.errors import FinalError, InvalidProof, TooManyProofs
+from verifier.metrics import ANSWER_SECONDS, OUTCOMES
 from verifier.models import (
     SCHEME,
     SCHEME_EXACT,
+    SCHEMES,
     Accept,
     AcceptExtra,
     Binding,
@@ -290,11 +292,34 @@ class Gate:
         id, the signature and the terms (resource included), and found again only after those
         checks passed. Once the challenge expired, that lookup is all that is left: a proof that
         counted keeps its receipt, any other gets ``payment_expired``.
+
+        Each answer is counted and timed in the metrics (``verifier.metrics``).
         """
+        start = time.perf_counter()
+        scheme = network = "other"
         try:
             proof = decode_payment_payload(proof_header)
         except InvalidProof as exc:
-            return failure(ReasonCode.INVALID_PAYLOAD, str(exc))
+            outcome: Receipt | Failure = failure(ReasonCode.INVALID_PAYLOAD, str(exc))
+        else:
+            # Labels only of what this gate serves: a client's strings never become labels.
+            if proof.accepted.scheme in SCHEMES:
+                scheme = proof.accepted.scheme
+            if proof.accepted.network in self.settings.networks:
+                network = proof.accepted.network
+            outcome = await self._settle(proof, resource, offers, timeout)
+        said = "receipt" if isinstance(outcome, Receipt) else outcome.error_reason.value
+        OUTCOMES.labels("gate", scheme, network, said).inc()
+        ANSWER_SECONDS.labels(scheme, network).observe(time.perf_counter() - start)
+        return outcome
+
+    async def _settle(
+        self,
+        proof: PaymentPayload,
+        resource: str,
+        offers: Sequence[Offer] | None,
+        timeout: float | None,  # noqa: ASYNC109 (a deadline for the wait, not for I/O)
+    ) -> Receipt | Failure:
         nonce = proof.nonce
         try:
             challenge = self._admit(proof, resource, offers)

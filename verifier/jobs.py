@@ -39,10 +39,12 @@ from verifier.adapter import ChainAdapter
 from verifier.challenge import Challenge, ChallengeSigner, authenticate_proof, proof_message
 from verifier.errors import FinalError, NotFinal, TransientError, TxNotFound
 from verifier.matching import Expectation, Verdict, judge, signature_candidates
+from verifier.metrics import CLAIMS, OUTCOMES, RETRIES, SETTLEMENTS, STEP_SECONDS, Timer
 from verifier.models import (
     MAX_CHALLENGE_SECONDS,
     SCHEME,
     SCHEME_EXACT,
+    SCHEMES,
     Failure,
     Observation,
     ProofExtension,
@@ -93,6 +95,9 @@ async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, 
             raise
         said = outcome.error_reason.value if isinstance(outcome, Failure) else "receipt"
         log.info("verification ended: %s", said, extra={"outcome": said})
+        network = accepted.network if accepted.network in verifier.settings.networks else "other"
+        scheme = accepted.scheme if accepted.scheme in SCHEMES else "other"
+        OUTCOMES.labels("worker", scheme, network, said).inc()
     return outcome.model_dump(by_alias=True, exclude_none=True)
 
 
@@ -170,6 +175,7 @@ class Verifier:
             # Redis went away mid-job (the worker itself rides out the outage): nothing was
             # decided that is not written again by the next try.
             log.warning("job %s: Redis unreachable (%s), retrying (try %d)", job.job, exc, job_try)
+            RETRIES.labels("redis_unavailable").inc()
             left = max(self.deadline(challenge) - time.time(), 1.0)
             raise Retry(defer=self.backoff(job_try, left)) from None
         except Exception:
@@ -240,10 +246,12 @@ class Verifier:
                     "this authorization was presented for another payment",
                     ReasonCode.AUTHORIZATION_ALREADY_USED,
                 )
-            txid = await self._settled(settler, payment, record, challenge, now)
+            with Timer(STEP_SECONDS.labels("settle")):
+                txid = await self._settled(settler, payment, record, challenge, now)
             expect = Expectation.of(challenge, adapter, clock_skew=self.settings.worker.clock_skew)
             async with asyncio.timeout(self.settings.worker.job_timeout * 0.5):
-                obs = await self._observe_settlement(adapter, expect, record, txid)
+                with Timer(STEP_SECONDS.labels("observe")):
+                    obs = await self._observe_settlement(adapter, expect, record, txid)
         except TimeoutError:
             note = "the chain did not answer within the job's time budget"
             return Step(_failure(challenge, txid, ReasonCode.RPC_UNAVAILABLE, note), retry=True)
@@ -276,6 +284,7 @@ class Verifier:
             used = await settler.used_by(payment, record)
             if used is not None:
                 await record.add_txid(used)
+                SETTLEMENTS.labels(payment.network, "found").inc()
                 return used
         else:
             settlement = self.settings.network(challenge.terms.network).settlement
@@ -290,11 +299,14 @@ class Verifier:
                     used = await settler.used_by(payment, record)
                     if used is not None:  # used on chain already, by us or by anyone: it paid
                         await record.add_txid(used)
+                        SETTLEMENTS.labels(payment.network, "found").inc()
                         return used
                 await self._authorizations.release(record)
+                SETTLEMENTS.labels(payment.network, "refused").inc()
                 raise
         txid = await settler.settle(payment, record)
         await record.add_txid(txid)
+        SETTLEMENTS.labels(payment.network, "sent").inc()
         return txid
 
     async def _observe_settlement(
@@ -332,7 +344,8 @@ class Verifier:
         retry, never an arq timeout that would end the job without an answer.
         """
         async with asyncio.timeout(self.settings.worker.job_timeout * 0.8):
-            obs = await adapter.observe(expect.query(txid))
+            with Timer(STEP_SECONDS.labels("observe")):
+                obs = await adapter.observe(expect.query(txid))
             if not signature:
                 return obs, None
             message = proof_message(adapter.network, challenge.nonce, obs.txid)
@@ -352,6 +365,7 @@ class Verifier:
         if step.retry:
             if now < deadline:
                 await self.store.record_pending(job.job, outcome, int(deadline - now) + 60)
+                RETRIES.labels(outcome.error_reason.value).inc()
                 raise Retry(defer=self.backoff(job_try, deadline - now))
             waited = f"{outcome.error_reason.value}: {outcome.error_message}"
             message = f"the challenge expired while waiting: {waited}"
@@ -362,14 +376,16 @@ class Verifier:
         """Consume the nonce and the transaction for ``paid``: its receipt, the one this payment
         already had, or a refusal when another proof consumed either of them first."""
         now = time.time()
-        claim = await self.store.claim(
-            nonce=paid.receipt.nonce,
-            consumption_key=paid.extension.consumption_key,
-            job=job.job,
-            receipt=paid.receipt,
-            nonce_ttl=int(deadline - now) + 60,
-            used_ttl=self.used_ttl(paid.extension.block_time, now),
-        )
+        with Timer(STEP_SECONDS.labels("claim")):
+            claim = await self.store.claim(
+                nonce=paid.receipt.nonce,
+                consumption_key=paid.extension.consumption_key,
+                job=job.job,
+                receipt=paid.receipt,
+                nonce_ttl=int(deadline - now) + 60,
+                used_ttl=self.used_ttl(paid.extension.block_time, now),
+            )
+        CLAIMS.labels(claim.status.value).inc()
         if claim.receipt is not None:
             return claim.receipt
         if claim.status is ClaimStatus.TX_USED:

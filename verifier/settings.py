@@ -322,6 +322,8 @@ class WorkerSettings(_Section):
     # Seconds between a worker's writes of its health-check key (`doctor --worker` reads it);
     # the key lives a second longer, so a worker that stopped is not counted after that.
     health_check_interval: int = Field(default=10, ge=1, le=3600)
+    # Prometheus /metrics of each worker process on this port (verifier.metrics); None: off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _retries(self) -> WorkerSettings:
@@ -372,6 +374,8 @@ class GateSettings(_Section):
     keep_alive_timeout: int = Field(default=5, ge=1)
     # A request body larger than this gets 413.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    # Prometheus metrics of the HTTP gate at this path (verifier.metrics); "" turns it off.
+    metrics_path: str = Field(default="/metrics", pattern=r"^(/[A-Za-z0-9._~/-]*)?$")
     # Request line and headers together; more gets 431. A proof header alone may take 16 KiB
     # (MAX_HEADER_BYTES), so no less than twice that: room for the request's other headers.
     max_header_bytes: int = Field(default=64 * 1024, ge=2 * MAX_HEADER_BYTES)
@@ -480,6 +484,11 @@ class Settings(BaseSettings):
                 f"store.used_tx_retention ({self.store.used_tx_retention}s) is shorter than the "
                 f"longest acceptance window ({window}s): a used transaction could be redeemed again"
             )
+        for i, route in enumerate(self.routes):
+            if route.path == self.gate.metrics_path:
+                raise ValueError(
+                    f"routes[{i}].path: {route.path!r} is gate.metrics_path (the gate's metrics)"
+                )
         for route in self.routes:
             period = route.access_period or route.replay_window
             if period > self.store.receipt_retention:

@@ -25,6 +25,7 @@ from arq.worker import Worker, func
 
 from verifier.challenge import ChallengeSigner
 from verifier.jobs import REDIS_DOWN, Verifier, verify_payment
+from verifier.metrics import serve_worker_metrics
 from verifier.queue import (
     IN_PROGRESS_PREFIX,
     VERIFY_PAYMENT,
@@ -369,6 +370,10 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
             store,
             settlers,
         )
+        port = settings.worker.metrics_port
+        if port is not None:
+            serve_worker_metrics(port, settings.redis_url, settings.queue_name)
+            log.info("metrics on :%d/metrics", port)
         log.info("worker ready for %s", ", ".join(adapters) or "no networks")
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -38,7 +38,14 @@ from eth_utils import keccak
 import chains.evm.eip3009 as eip3009
 from chains.evm.parse import hex_bytes, hex_int
 from chains.jsonrpc import RpcError
-from verifier.adapter import ConfigError, FinalError, ReasonCode, RpcUnavailable, TransientError
+from verifier.adapter import (
+    ConfigError,
+    FinalError,
+    ReasonCode,
+    RpcUnavailable,
+    TransientError,
+    settlement_observed,
+)
 
 if TYPE_CHECKING:
     from chains.evm.adapter import EVMAdapter
@@ -228,6 +235,7 @@ class LocalSettler:
             self._settings.gas_bump_percent,
         )
         await self._send(payment, record, nonce, int(record.get("gas") or 0), tip, max_fee)
+        settlement_observed(self.network, "replaced")
 
     # -- helpers ---------------------------------------------------------------------------
 
