@@ -260,3 +260,46 @@ async def test_a_worker_refuses_to_start_when_the_token_domain_is_not_the_regist
         ).start()
     finally:
         await adapter.close()
+
+
+async def test_a_settlement_beaten_by_another_use_of_the_authorization_is_that_payment(
+    exact_env: ExactEnv, make_settings: SettingsFactory, relayer_key: str
+) -> None:
+    # Our broadcast waits in the mempool; someone sends the same authorization with a higher
+    # tip, and it is mined first: ours reverts, but the payee was paid, by the other one.
+    env = exact_env
+    settings = exact_settings(make_settings, env, worker={"retry_base": 0.2, "retry_max": 0.3})
+    env.chain.set_automine(False)
+    try:
+        async with connected_gate(settings) as gate, running_worker(settings):
+            shop = ExactShop(gate, env)
+            before = env.balance(PAYEE)
+            accept, offers = shop.offer()
+            inner = sign_inner(accept)
+            pending = await shop.settle(header(accept, inner), offers, wait=1)
+            assert isinstance(pending, Failure) and pending.transient, pending
+            auth = eip3009.Authorization.from_wire(inner["authorization"])
+            data = eip3009.transfer_with_authorization_calldata(
+                auth, bytes.fromhex(inner["signature"][2:])
+            )
+            tip = hex(100 * 10**9)
+            other = env.chain.rpc(
+                "eth_sendTransaction",
+                [
+                    {
+                        "from": STRANGER,
+                        "to": env.token,
+                        "data": "0x" + data.hex(),
+                        "gas": hex(200_000),
+                        "maxFeePerGas": tip,
+                        "maxPriorityFeePerGas": tip,
+                    }
+                ],
+            )
+            env.chain.mine(1)
+            receipt = await shop.settle(header(accept, inner), offers, wait=20)
+    finally:
+        env.chain.set_automine(True)
+    assert isinstance(receipt, Receipt), receipt
+    assert receipt.transaction == other.lower()
+    assert env.balance(PAYEE) == before + PRICE

@@ -136,7 +136,11 @@ async def test_job_finished_during_the_outage_is_written_when_redis_returns(
     # The job's store write failed with Redis away: a one-line warning and a retry, no traceback
     # anywhere in the worker.
     assert not [record for record in records(log) if "Traceback" in record], log
-    job_lines = [record for record in records(log) if " verifier.jobs: " in record]
-    assert job_lines and all(
-        " WARNING verifier.jobs: " in line and "Redis unreachable" in line for line in job_lines
+    # Text lines are "<time> <level> <logger> [<trace id>]: <message>".
+    job_lines = [record for record in records(log) if " verifier.jobs [" in record]
+    ended = [line for line in job_lines if "verification ended: " in line]
+    assert [line.rsplit(": ", 1)[1] for line in ended] == ["receipt"], log
+    assert job_lines[: -len(ended)] and all(
+        " WARNING verifier.jobs [" in line and "Redis unreachable" in line
+        for line in job_lines[: -len(ended)]
     ), log

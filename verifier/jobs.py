@@ -252,6 +252,14 @@ class Verifier:
             async with asyncio.timeout(self.settings.worker.job_timeout * 0.5):
                 with Timer(STEP_SECONDS.labels("observe")):
                     obs = await self._observe_settlement(adapter, expect, record, txid)
+                if not obs.success:
+                    # Reverted: someone else's use of the authorization may have been mined
+                    # first (it paid the payee all the same). That one is the settlement then.
+                    used = await settler.used_by(payment, record)
+                    if used is not None and used != obs.txid:
+                        await record.add_txid(used)
+                        txid = used
+                        obs = await adapter.observe(expect.query(adapter.canonical_txid(used)))
         except TimeoutError:
             note = "the chain did not answer within the job's time budget"
             return Step(_failure(challenge, txid, ReasonCode.RPC_UNAVAILABLE, note), retry=True)
