@@ -152,6 +152,11 @@ SOLANA = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
             "[worker]\nmax_jobs = 10\nretry_slots = 11\n",
             "worker.retry_slots: 11 is more than max_jobs (10)",
         ),
+        ('[webhooks]\nurl = "https://b.example/h"\n', "webhooks: url needs secrets_env"),
+        (
+            '[webhooks]\nurl = "https://b.example/h"\nsecrets_env = { k1 = "S1" }\nactive = "k2"\n',
+            "active must be one of the key ids of secrets_env (k1)",
+        ),
         ('[gate]\npublic_url = "api.example.com"\n', "gate.public_url: 'api.example.com' is not"),
         ('[gate]\npublic_url = "https://api.example.com/?x=1"\n', "gate.public_url"),
         (

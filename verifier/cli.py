@@ -254,6 +254,23 @@ async def _doctor_worker(settings: Settings) -> int:
     return 0 if await _workers_ok(settings) else EXIT_FAILED
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from verifier.webhooks import replay_dead_letters, run_dispatcher
+
+    settings = _settings(args)
+    try:
+        if args.action == "replay":
+            delivered, failed = asyncio.run(replay_dead_letters(settings, args.count))
+            print(f"replayed: {delivered} delivered, {failed} still failing")
+            return 0 if failed == 0 else 1
+        asyncio.run(run_dispatcher(settings))
+    except (RedisError, OSError) as exc:
+        raise _redis_down(settings, exc) from exc
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     settings = _settings(args)
     return asyncio.run(_doctor_worker(settings) if args.worker else _doctor(settings))
@@ -292,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("proof", help="the PAYMENT-SIGNATURE header value")
     verify.add_argument("--resource", required=True, help="the resource URL the proof pays for")
     verify.set_defaults(run=cmd_verify)
+    hooks = command("webhooks", "deliver signed receipt webhooks ([webhooks]); replay dead ones")
+    hooks.add_argument("action", nargs="?", choices=["run", "replay"], default="run")
+    hooks.add_argument("--count", type=int, default=1000, help="replay: at most this many")
+    hooks.set_defaults(run=cmd_webhooks)
     doctor = command("doctor", "check Redis and every RPC URL of every configured network")
     doctor.add_argument(
         "--worker",

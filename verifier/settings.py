@@ -350,6 +350,50 @@ class StoreSettings(_Section):
     prefix: str = Field(default="x402", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
 
+class WebhookSettings(_Section):
+    """Signed webhooks for receipts (``verifier.webhooks``; ``x402-verifier webhooks``).
+
+    ``secrets_env`` maps key ids to the environment variables holding the secrets; deliveries
+    are signed with ``active``'s. Keep an old key id while receivers still check it.
+    """
+
+    url: str | None = None
+    secrets_env: dict[str, str] = Field(default_factory=dict)
+    active: str | None = None
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_base: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=300.0, gt=0)
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    # A delivery held this long by a dispatcher that stopped answering is taken by another.
+    reclaim_after: float = Field(default=60.0, gt=0)
+    group: str = Field(default="webhooks", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else http_url(v)
+
+    @model_validator(mode="after")
+    def _keys(self) -> WebhookSettings:
+        if self.url is None:
+            return self
+        if not self.secrets_env:
+            raise ValueError('url needs secrets_env: {key id = "<variable holding its secret>"}')
+        if self.active is None or self.active not in self.secrets_env:
+            raise ValueError(
+                f"active must be one of the key ids of secrets_env ({', '.join(self.secrets_env)})"
+            )
+        for key_id, name in self.secrets_env.items():
+            if not re.match(r"^[A-Za-z0-9_-]{1,32}$", key_id):
+                raise ValueError(f"key id {key_id!r}: 1 to 32 of A-Z a-z 0-9 _ -")
+            if name.upper().startswith(ENV_PREFIX) and name.upper() not in NOT_SETTINGS:
+                raise ValueError(f"{name}: a variable named {ENV_PREFIX}… is read as a setting")
+        if self.backoff_max < self.backoff_base:
+            raise ValueError("backoff_max is less than backoff_base")
+        return self
+
+
 class GateSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8402, ge=0, le=65535)
@@ -397,6 +441,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     store: StoreSettings = StoreSettings()
     gate: GateSettings = GateSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     networks: dict[str, NetworkSettings] = Field(default_factory=dict)
     assets: list[AssetSettings] = Field(default_factory=list)
     routes: list[RouteSettings] = Field(default_factory=list)
