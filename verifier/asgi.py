@@ -119,22 +119,28 @@ class PaidRoute:
             mime_type=self.route.mime_type,
         )
 
+    async def offers_for(self, request: Request) -> list[Offer]:
+        """The offers for this request: the route's (``verifier.middleware`` prices per request)."""
+        return self.offers
+
     async def __call__(self, request: Request) -> Response:
         resource = self.resource(request)
         header = proof_header(request.headers)
+        offers = await self.offers_for(request)
         if header is None:
-            return _json_402(self.gate.challenge(resource, self.offers, error="payment required"))
+            return _json_402(self.gate.challenge(resource, offers, error="payment required"))
         paid: dict[str, str] = {}
         try:
-            outcome = await self.gate.settle(header, resource=resource.url, offers=self.offers)
+            outcome = await self.gate.settle(header, resource=resource.url, offers=offers)
             if isinstance(outcome, Failure):
-                return self._refused(resource, outcome)
+                return self._refused(resource, outcome, offers)
+            request.state.x402_receipt = outcome  # what an app behind it reads (middleware)
             paid = response_headers(outcome)
             content = await request.body() if self.upstream is not None else b""
             result = await self.delivery.deliver(
                 _consumption_key(outcome), lambda: self._produce(request, content)
             )
-            return self._answer(resource, outcome, result, paid)
+            return self._answer(resource, outcome, result, paid, offers)
         except RedisError as exc:
             # The proof is not lost: the client keeps it and sends it again.
             log.error("paid request failed, Redis unavailable: %s", exc)
@@ -146,7 +152,9 @@ class PaidRoute:
             note = "the gate failed unexpectedly, retry the same proof"
             return _error(503, note, {**paid, "Retry-After": RETRY_AFTER})
 
-    def _refused(self, resource: ResourceInfo, outcome: Failure) -> Response:
+    def _refused(
+        self, resource: ResourceInfo, outcome: Failure, offers: list[Offer] | None = None
+    ) -> Response:
         extra = response_headers(outcome)
         if outcome.error_reason is ReasonCode.TOO_MANY_PROOFS:
             # Not a payment problem: this challenge has enough proofs in verification already.
@@ -155,11 +163,18 @@ class PaidRoute:
             return Response(body, status_code=429, headers=headers, media_type="application/json")
         if outcome.transient:
             extra["Retry-After"] = RETRY_AFTER
-        fresh = self.gate.challenge(resource, self.offers, error=outcome.error_reason.value)
+        fresh = self.gate.challenge(
+            resource, self.offers if offers is None else offers, error=outcome.error_reason.value
+        )
         return _json_402(fresh, extra)
 
     def _answer(
-        self, resource: ResourceInfo, receipt: Receipt, result: Result, paid: dict[str, str]
+        self,
+        resource: ResourceInfo,
+        receipt: Receipt,
+        result: Result,
+        paid: dict[str, str],
+        offers: list[Offer],
     ) -> Response:
         match result:
             case Served(response=stored):
@@ -179,7 +194,7 @@ class PaidRoute:
                     nonce=receipt.nonce,
                     transaction=receipt.transaction,
                 )
-                return self._refused(resource, done)
+                return self._refused(resource, done, offers)
             case Unstored(size=size, limit=limit):
                 note = (
                     f"already delivered: the response ({size} bytes) is larger than "
