@@ -42,6 +42,9 @@ async def test_free_paths_pass_through_and_paid_ones_ask_for_payment(shop: str) 
     async with httpx.AsyncClient() as client:
         free = await client.get(shop + "/health")
         unpaid = await client.get(shop + "/report")
+    async with httpx.AsyncClient() as client:
+        other_method = await client.put(shop + "/report")  # every method of a paid path pays
+    assert other_method.status_code == 402
     assert free.status_code == 200 and free.json() == {"status": "ok"}
     assert "PAYMENT-REQUIRED" not in free.headers
     assert unpaid.status_code == 402 and unpaid.headers["x-trace-id"]

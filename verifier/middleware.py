@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -71,7 +71,8 @@ class PaidPath:
     replay_window: int = 300
     access_period: int | None = None
     max_stored_response_bytes: int | None = None
-    methods: frozenset[str] = field(default_factory=lambda: frozenset({"GET", "POST", "HEAD"}))
+    # The methods that must pay (default: every method); others pass through to the app.
+    methods: frozenset[str] | None = None
 
     def route(self) -> RouteSettings:
         return RouteSettings(
@@ -190,7 +191,7 @@ class PaymentMiddleware:
         if route is None:
             route = self._routes[path] = _AppRoute(gate, self._paths[path], self.app)
         request = Request(scope, receive)
-        if request.method not in route.paid.methods:
+        if route.paid.methods is not None and request.method not in route.paid.methods:
             await self.app(scope, receive, send)
             return
         try:
