@@ -74,6 +74,10 @@ TX_TAKEN = "this transaction already paid for another challenge"
 NONCE_TAKEN = "this challenge was already paid by another transaction"
 # Where a receipt carries the trace id of the request whose job made it.
 TRACE_EXTENSION = "trace"
+# After broadcasting a settlement, how long the same attempt looks for it on chain (and how
+# often) before it retries with backoff.
+INCLUSION_WAIT = 3.0
+INCLUSION_POLL = 0.25
 
 
 async def verify_payment(ctx: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
@@ -246,12 +250,16 @@ class Verifier:
                     "this authorization was presented for another payment",
                     ReasonCode.AUTHORIZATION_ALREADY_USED,
                 )
+            sent_before = bool(record.txids)
             with Timer(STEP_SECONDS.labels("settle")):
                 txid = await self._settled(settler, payment, record, challenge, now)
             expect = Expectation.of(challenge, adapter, clock_skew=self.settings.worker.clock_skew)
+            # Just sent: look again for a few seconds before a retry's backoff (a block is
+            # seconds away on most chains).
+            wait = 0.0 if sent_before else INCLUSION_WAIT
             async with asyncio.timeout(self.settings.worker.job_timeout * 0.5):
                 with Timer(STEP_SECONDS.labels("observe")):
-                    obs = await self._observe_settlement(adapter, expect, record, txid)
+                    obs = await self._observe_settlement(adapter, expect, record, txid, wait)
                 if not obs.success:
                     # Reverted: someone else's use of the authorization may have been mined
                     # first (it paid the payee all the same). That one is the settlement then.
@@ -318,9 +326,27 @@ class Verifier:
         return txid
 
     async def _observe_settlement(
+        self,
+        adapter: ChainAdapter,
+        expect: Expectation,
+        record: SettlementRecord,
+        txid: str,
+        wait: float = 0.0,
+    ) -> Observation:
+        """The first of the record's transactions (a replacement is newer) the chain knows;
+        not in a block (or not deep enough) yet, looked at again for up to ``wait`` seconds."""
+        until = time.monotonic() + wait
+        while True:
+            try:
+                return await self._observe_candidates(adapter, expect, record, txid)
+            except (TxNotFound, NotFinal):
+                if time.monotonic() + INCLUSION_POLL > until:
+                    raise
+            await asyncio.sleep(INCLUSION_POLL)
+
+    async def _observe_candidates(
         self, adapter: ChainAdapter, expect: Expectation, record: SettlementRecord, txid: str
     ) -> Observation:
-        """The first of the record's transactions (a replacement is newer) the chain knows."""
         missing: TxNotFound | None = None
         for candidate in reversed(record.txids or [txid]):
             try:
