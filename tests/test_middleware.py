@@ -77,8 +77,10 @@ async def test_a_proof_for_a_cheaper_request_does_not_buy_a_dearer_one(
         proof = pay(evm, accept)  # paid for 1 row ...
         taken = await client.get(shop + "/rows?rows=1000", headers={"PAYMENT-SIGNATURE": proof})
         too_many = await client.get(shop + "/rows?rows=1001")
+        garbage = await client.get(shop + "/rows?rows=abc")
     assert taken.status_code == 402, taken.text  # ... and refused for 1,000
     refused = decode_payment_response(taken.headers["PAYMENT-RESPONSE"])
     assert not refused.success
     assert "rows" not in taken.json() and taken.json()["x402Version"] == 2  # a fresh 402
     assert too_many.status_code == 400 and "above the cap" in too_many.json()["error"]
+    assert garbage.status_code == 400 and "cannot be priced" in garbage.json()["error"]

@@ -111,9 +111,12 @@ class _AppRoute(PaidRoute):
     async def offers_for(self, request: Request) -> list[Offer]:
         if self.paid.price is None:
             return self.offers
-        amount = self.paid.price(request)
-        if inspect.isawaitable(amount):
-            amount = await amount
+        try:
+            amount = self.paid.price(request)
+            if inspect.isawaitable(amount):
+                amount = await amount
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. rows=abc in the query
+            raise PriceRefused(f"this request cannot be priced: {exc}") from exc
         if not isinstance(amount, int) or amount < 1:
             raise PriceRefused(f"the price of this request ({amount!r}) is not a positive amount")
         if self.paid.max_amount is not None and amount > self.paid.max_amount:
