@@ -44,6 +44,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from verifier.errors import ConfigError
+from verifier.metrics import host_of
 from verifier.settings import Settings, WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,8 @@ async def run_dispatcher(settings: Settings) -> None:
 
     redis = await open_redis(settings)
     dispatcher = Dispatcher(settings, redis)
-    log.info("delivering receipts to %s as %s", dispatcher.url.split("?")[0], dispatcher.consumer)
+    # The host only: a receiver's URL may carry a token in its path or query.
+    log.info("delivering receipts to %s as %s", host_of(dispatcher.url), dispatcher.consumer)
     try:
         await dispatcher.run()
     finally:
