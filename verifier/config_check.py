@@ -21,10 +21,19 @@ CONFIG_ENV = "X402_CONFIG"
 ENV_PREFIX = "X402_"
 # The relayer's private key for local settlement of exact payments (a secret: never in the file).
 RELAYER_KEY_ENV = "X402_RELAYER_KEY"
-# Variables with the prefix that are not settings: the file's path, the relayer's key, and those
-# the repository's development tools read (devchain's binaries, the tests' fuzzing budget).
+# The bearer token of the facilitator endpoint and of the gate's receipts endpoint (a secret).
+API_TOKEN_ENV = "X402_API_TOKEN"
+# Variables with the prefix that are not settings: the file's path, the two secrets above, and
+# those the repository's development tools read (devchain's binaries, the tests' fuzzing budget).
 NOT_SETTINGS = frozenset(
-    {CONFIG_ENV, RELAYER_KEY_ENV, "X402_ANVIL", "X402_REDIS_SERVER", "X402_FUZZ_EXAMPLES"}
+    {
+        CONFIG_ENV,
+        RELAYER_KEY_ENV,
+        API_TOKEN_ENV,
+        "X402_ANVIL",
+        "X402_REDIS_SERVER",
+        "X402_FUZZ_EXAMPLES",
+    }
 )
 
 

@@ -43,6 +43,7 @@ from pydantic_settings import (
 from verifier.addresses import check_address, check_asset
 from verifier.assets import NATIVE, AssetInfo, AssetRegistry, namespace_of, normalize_network
 from verifier.config_check import (
+    API_TOKEN_ENV,
     CONFIG_ENV,
     ENV_PREFIX,
     NOT_SETTINGS,
@@ -394,6 +395,45 @@ class WebhookSettings(_Section):
         return self
 
 
+class ApiSettings(_Section):
+    """What authenticates the operator APIs: the facilitator endpoint and the receipts endpoint.
+
+    ``token_env`` names the variable holding the bearer token (a secret, never in the file).
+    Without it set, those endpoints refuse every request (``401``), so nothing is open by
+    accident.
+    """
+
+    token_env: str = Field(default=API_TOKEN_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("token_env")
+    @classmethod
+    def _not_a_setting(cls, v: str) -> str:
+        if v.upper().startswith(ENV_PREFIX) and v.upper() not in NOT_SETTINGS:
+            raise ValueError(f"{v}: a variable named {ENV_PREFIX}… is read as a setting")
+        return v
+
+    def token(self) -> str | None:
+        """The configured token, or ``None`` when the variable is unset or empty."""
+        return os.environ.get(self.token_env) or None
+
+
+class FacilitatorSettings(_Section):
+    """The x402 facilitator HTTP API (``x402-verifier facilitator``; ``verifier.facilitator_api``).
+
+    ``rate_limit`` requests per second per client (the bearer token's holder, by its address),
+    with bursts of ``burst``; ``settle_timeout``: how long ``/settle`` waits for the worker pool
+    before answering a pending failure (the same payload sent again gets the final answer).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8403, ge=0, le=65535)
+    rate_limit: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=100, ge=1)
+    verify_timeout: float = Field(default=10.0, gt=0, le=120)
+    settle_timeout: float = Field(default=30.0, gt=0, le=120)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+
 class GateSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8402, ge=0, le=65535)
@@ -442,6 +482,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     gate: GateSettings = GateSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    api: ApiSettings = ApiSettings()
+    facilitator: FacilitatorSettings = FacilitatorSettings()
     networks: dict[str, NetworkSettings] = Field(default_factory=dict)
     assets: list[AssetSettings] = Field(default_factory=list)
     routes: list[RouteSettings] = Field(default_factory=list)
