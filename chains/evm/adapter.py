@@ -214,6 +214,15 @@ class EVMAdapter(JsonRpcAdapter):
 
         return await authorization_used_by(self, payment, record)
 
+    async def check_authorization(
+        self, payment: ExactPayment, tokens: dict[str, tuple[str, str] | None]
+    ) -> None:
+        """What an authorization must pass that needs the chain but no relayer key (signature,
+        unused, balance); ``FinalError`` with the reason otherwise. Sends nothing."""
+        from chains.evm.settle import check_authorization
+
+        await check_authorization(self, payment, tokens)
+
     async def check_token_domains(
         self, tokens: dict[str, tuple[str, str] | None]
     ) -> dict[str, tuple[str, str]]:

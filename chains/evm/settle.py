@@ -145,43 +145,7 @@ class LocalSettler:
             await self._check_domains()
         except ConfigError as exc:
             raise FinalError(str(exc), ReasonCode.SETTLEMENT_REFUSED) from exc
-        auth, signature, domain = self._parts(payment)
-        digest = eip3009.digest(auth, domain)
-        signed = eip3009.recover(auth, domain, signature) == payment.payer
-        if not signed and not await self._valid_1271(payment.payer, digest, signature):
-            raise FinalError(
-                f"the signature is not {payment.payer}'s over {payment.token}'s EIP-712 "
-                f"domain on {self.network}",
-                ReasonCode.AUTHORIZATION_INVALID,
-            )
-        used, balance = await self._adapter.api.batch(
-            [
-                (
-                    "eth_call",
-                    [
-                        self._tx(
-                            payment.token,
-                            eip3009.authorization_state_calldata(auth.sender, auth.nonce),
-                        ),
-                        "latest",
-                    ],
-                ),
-                (
-                    "eth_call",
-                    [self._tx(payment.token, eip3009.balance_of_calldata(auth.sender)), "latest"],
-                ),
-            ]
-        )
-        if hex_int(used, "authorizationState") != 0:
-            raise FinalError(
-                "the authorization was used or canceled on chain",
-                ReasonCode.AUTHORIZATION_ALREADY_USED,
-            )
-        if hex_int(balance, "balanceOf") < auth.value:
-            raise FinalError(
-                f"{payment.payer} holds less than {auth.value} of {payment.token}",
-                ReasonCode.INSUFFICIENT_BALANCE,
-            )
+        await check_authorization(self._adapter, payment, self._tokens)
         # The simulation: a revert is a final refusal. Its estimate serves the broadcast next.
         if len(self._estimates) > 4096:  # checks whose try ended before its broadcast
             self._estimates.clear()
@@ -239,43 +203,12 @@ class LocalSettler:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _parts(self, payment: ExactPayment) -> tuple[eip3009.Authorization, bytes, eip3009.Domain]:
-        name_version = payment.domain or self._tokens.get(payment.token.lower())
-        if name_version is None:
-            raise FinalError(f"{payment.token} has no known EIP-712 domain", ReasonCode.WRONG_ASSET)
-        try:
-            auth = eip3009.Authorization.from_wire(payment.authorization.model_dump(by_alias=True))
-            signature = bytes.fromhex(payment.signature.removeprefix("0x"))
-        except ValueError as exc:
-            raise FinalError(str(exc), ReasonCode.AUTHORIZATION_INVALID) from exc
-        name, version = name_version
-        domain = eip3009.Domain(name, version, self._adapter.chain_id, payment.token.lower())
-        return auth, signature, domain
-
     def _calldata(self, payment: ExactPayment) -> bytes:
-        auth, signature, _ = self._parts(payment)
+        auth, signature, _ = _parts(self._adapter, payment, self._tokens)
         return eip3009.transfer_with_authorization_calldata(auth, signature)
 
     def _tx(self, to: str, data: bytes) -> dict[str, str]:
         return {"from": self.relayer, "to": to, "data": "0x" + data.hex()}
-
-    async def _call(self, to: str, data: bytes) -> bytes:
-        result = await self._adapter.api.call("eth_call", [self._tx(to, data), "latest"])
-        raw: bytes = hex_bytes(result, "eth_call result")
-        return raw
-
-    async def _valid_1271(self, account: str, digest: bytes, signature: bytes) -> bool:
-        code = await self._adapter.api.call("eth_getCode", [account, "latest"])
-        if not isinstance(code, str) or code in ("0x", "0x0"):
-            return False
-        data = _SELECTOR_1271 + abi_encode(["bytes32", "bytes"], [digest, signature])
-        try:
-            raw = await self._call(account, data)
-        except RpcError as exc:
-            if _revert_reason(exc) is not None:
-                return False
-            raise
-        return raw[:4] == _MAGIC_1271
 
     async def _estimate(self, payment: ExactPayment) -> int:
         tx = self._tx(payment.token, self._calldata(payment))
@@ -461,3 +394,82 @@ async def check_domains(
             )
         found[token] = domain
     return found
+
+
+async def check_authorization(
+    adapter: EVMAdapter, payment: ExactPayment, tokens: dict[str, tuple[str, str] | None]
+) -> None:
+    """The checks of an authorization that need the chain but no relayer: the signature is
+    ``from``'s (EIP-712, or EIP-1271 when ``from`` is a contract), the authorization is unused,
+    ``from`` holds the amount. ``FinalError`` with the reason otherwise; nothing is sent."""
+    auth, signature, domain = _parts(adapter, payment, tokens)
+    digest = eip3009.digest(auth, domain)
+    signed = eip3009.recover(auth, domain, signature) == payment.payer
+    if not signed and not await _valid_1271(adapter, payment.payer, digest, signature):
+        raise FinalError(
+            f"the signature is not {payment.payer}'s over {payment.token}'s EIP-712 "
+            f"domain on {adapter.network}",
+            ReasonCode.AUTHORIZATION_INVALID,
+        )
+    used, balance = await adapter.api.batch(
+        [
+            (
+                "eth_call",
+                [
+                    _view(
+                        payment.token,
+                        eip3009.authorization_state_calldata(auth.sender, auth.nonce),
+                    ),
+                    "latest",
+                ],
+            ),
+            (
+                "eth_call",
+                [_view(payment.token, eip3009.balance_of_calldata(auth.sender)), "latest"],
+            ),
+        ]
+    )
+    if hex_int(used, "authorizationState") != 0:
+        raise FinalError(
+            "the authorization was used or canceled on chain",
+            ReasonCode.AUTHORIZATION_ALREADY_USED,
+        )
+    if hex_int(balance, "balanceOf") < auth.value:
+        raise FinalError(
+            f"{payment.payer} holds less than {auth.value} of {payment.token}",
+            ReasonCode.INSUFFICIENT_BALANCE,
+        )
+
+
+def _view(to: str, data: bytes) -> dict[str, str]:
+    return {"to": to, "data": "0x" + data.hex()}
+
+
+def _parts(
+    adapter: EVMAdapter, payment: ExactPayment, tokens: dict[str, tuple[str, str] | None]
+) -> tuple[eip3009.Authorization, bytes, eip3009.Domain]:
+    name_version = payment.domain or tokens.get(payment.token.lower())
+    if name_version is None:
+        raise FinalError(f"{payment.token} has no known EIP-712 domain", ReasonCode.WRONG_ASSET)
+    try:
+        auth = eip3009.Authorization.from_wire(payment.authorization.model_dump(by_alias=True))
+        signature = bytes.fromhex(payment.signature.removeprefix("0x"))
+    except ValueError as exc:
+        raise FinalError(str(exc), ReasonCode.AUTHORIZATION_INVALID) from exc
+    name, version = name_version
+    domain = eip3009.Domain(name, version, adapter.chain_id, payment.token.lower())
+    return auth, signature, domain
+
+
+async def _valid_1271(adapter: EVMAdapter, account: str, digest: bytes, signature: bytes) -> bool:
+    code = await adapter.api.call("eth_getCode", [account, "latest"])
+    if not isinstance(code, str) or code in ("0x", "0x0"):
+        return False
+    data = _SELECTOR_1271 + abi_encode(["bytes32", "bytes"], [digest, signature])
+    try:
+        result = await adapter.api.call("eth_call", [_view(account, data), "latest"])
+    except RpcError as exc:
+        if _revert_reason(exc) is not None:
+            return False
+        raise
+    return hex_bytes(result, "eth_call result")[:4] == _MAGIC_1271
