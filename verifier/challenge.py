@@ -131,6 +131,20 @@ class ChallengeSigner:
             nonce=nonce, kid=self._active, issued_at=issued, expires_at=expires, terms=terms
         )
 
+    def derive(self, terms: Terms, expires_at: int, seed: bytes) -> Challenge:
+        """The challenge a payment that came without one answers (the facilitator endpoint's
+        ``exact`` payments, ``verifier.facilitator_api``): its random part is a keyed hash of
+        ``seed``, so the same payment derives the same nonce and the same verification job.
+        Authenticated like any other (its MAC covers ``terms``)."""
+        key = self._keys[self._active]
+        random = hmac.new(key, b"x402-derived-nonce\x00" + seed, hashlib.sha256).digest()[:16]
+        issued = expires_at - terms.max_timeout_seconds
+        head = f"{NONCE_VERSION}.{self._active}.{issued}.{expires_at}.{_b64(random)}"
+        nonce = f"{head}.{self._mac(key, head, terms)}"
+        return Challenge(
+            nonce=nonce, kid=self._active, issued_at=issued, expires_at=expires_at, terms=terms
+        )
+
     def authenticate(self, nonce: str, terms: Terms) -> Challenge:
         """The challenge behind ``nonce`` if this gate issued it for exactly ``terms``.
 

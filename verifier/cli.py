@@ -1,4 +1,4 @@
-"""``x402-verifier``: gate | worker | verify | doctor.
+"""``x402-verifier``: gate | worker | facilitator | webhooks | verify | doctor.
 
 Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start, and
 ``-v`` (debug logging) before or after the command's name.
@@ -81,6 +81,53 @@ def cmd_gate(args: argparse.Namespace) -> int:
             await gate.close()
 
     # As uvicorn.run does: Ctrl-C shuts down gracefully, then uvicorn raises it again.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0 if started else EXIT_CANNOT_START
+
+
+def cmd_facilitator(args: argparse.Namespace) -> int:
+    from verifier.facilitator_api import Facilitator, create_facilitator_app
+    from verifier.server import build_server, check_listen
+
+    settings = _settings(args)
+    host = args.host or settings.facilitator.host
+    port = settings.facilitator.port if args.port is None else args.port
+    try:
+        check_listen(host, port)
+    except OSError as exc:
+        raise CannotStart(
+            f"cannot start: cannot listen on {host}:{port} (facilitator.host, facilitator.port): "
+            f"{exc}"
+        ) from exc
+    if settings.api.token() is None:
+        logging.getLogger(__name__).warning(
+            "%s is not set: every request will be refused (401)", settings.api.token_env
+        )
+    started = False
+
+    async def serve() -> None:
+        nonlocal started
+        try:
+            facilitator = await Facilitator.start(settings)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _redis_down(settings, exc) from exc
+        try:
+            app = create_facilitator_app(settings, facilitator)
+            server = build_server(
+                settings,
+                app,
+                host=host,
+                port=port,
+                max_body_bytes=settings.facilitator.max_body_bytes,
+            )
+            try:
+                await server.serve()
+            finally:
+                started = server.started
+        finally:
+            await facilitator.close()
+
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
     return 0 if started else EXIT_CANNOT_START
@@ -305,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--port", type=int)
     gate.set_defaults(run=cmd_gate)
     command("worker", "run a verification worker (arq)").set_defaults(run=cmd_worker)
+    facilitator = command(
+        "facilitator", "serve the x402 facilitator API (/supported, /verify, /settle)"
+    )
+    facilitator.add_argument("--host")
+    facilitator.add_argument("--port", type=int)
+    facilitator.set_defaults(run=cmd_facilitator)
     verify = command("verify", "verify one proof header against the chain, without claiming it")
     verify.add_argument("proof", help="the PAYMENT-SIGNATURE header value")
     verify.add_argument("--resource", required=True, help="the resource URL the proof pays for")

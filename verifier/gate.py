@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -113,6 +114,18 @@ def resolve_offer(accept: AcceptSettings, settings: Settings, registry: AssetReg
         scheme=accept.scheme,
         eip712=info.eip712 if accept.scheme == SCHEME_EXACT else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A proof that passed the gate's own checks (``Gate.admit``)."""
+
+    challenge: Challenge
+    tx_ref: str  # the canonical transaction id, or an exact authorization's key
+    job: str  # the verification job's id, derived from the proof
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.challenge, self.tx_ref, self.job))
 
 
 class OutcomeListener:
@@ -296,22 +309,57 @@ class Gate:
         Each answer is counted and timed in the metrics (``verifier.metrics``).
         """
         start = time.perf_counter()
-        scheme = network = "other"
         try:
             proof = decode_payment_payload(proof_header)
         except InvalidProof as exc:
             outcome: Receipt | Failure = failure(ReasonCode.INVALID_PAYLOAD, str(exc))
-        else:
-            # Labels only of what this gate serves: a client's strings never become labels.
-            if proof.accepted.scheme in SCHEMES:
-                scheme = proof.accepted.scheme
-            if proof.accepted.network in self.settings.networks:
-                network = proof.accepted.network
-            outcome = await self._settle(proof, resource, offers, timeout)
+            self._count(None, outcome, start)
+            return outcome
+        return await self.settle_payload(proof, resource=resource, offers=offers, timeout=timeout)
+
+    async def settle_payload(
+        self,
+        proof: PaymentPayload,
+        *,
+        resource: str,
+        offers: Sequence[Offer] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a deadline for the wait, not for I/O)
+    ) -> Receipt | Failure:
+        """``settle`` for a payload already decoded (the facilitator endpoint's)."""
+        start = time.perf_counter()
+        outcome = await self._settle(proof, resource, offers, timeout)
+        self._count(proof, outcome, start)
+        return outcome
+
+    def _count(
+        self, proof: PaymentPayload | None, outcome: Receipt | Failure, start: float
+    ) -> None:
+        # Labels only of what this gate serves: a client's strings never become labels.
+        scheme = network = "other"
+        if proof is not None and proof.accepted.scheme in SCHEMES:
+            scheme = proof.accepted.scheme
+        if proof is not None and proof.accepted.network in self.settings.networks:
+            network = proof.accepted.network
         said = "receipt" if isinstance(outcome, Receipt) else outcome.error_reason.value
         OUTCOMES.labels("gate", scheme, network, said).inc()
         ANSWER_SECONDS.labels(scheme, network).observe(time.perf_counter() - start)
-        return outcome
+
+    def admit(
+        self, proof: PaymentPayload, resource: str, offers: Sequence[Offer] | None = None
+    ) -> Admitted:
+        """Every check of ``proof`` that needs no chain and no Redis, but the expiry; the
+        challenge, the canonical transaction (or authorization) reference and the job id.
+        Raises ``FinalError``."""
+        challenge = self._admit(proof, resource, offers)
+        if isinstance(proof.payload, ExactBody):
+            tx_ref = self._admit_authorization(proof.payload, challenge)
+        else:
+            tx_ref = canonical_tx_ref(
+                challenge.terms.network, proof.payload.tx_hash, nonce=proof.nonce
+            )
+        signature = proof.payload.signature.lower() if proof.payload.signature else None
+        job_id = job_key(proof.nonce, tx_ref, signature, challenge.terms.canonical())
+        return Admitted(challenge, tx_ref, job_id)
 
     async def _settle(
         self,
@@ -322,17 +370,9 @@ class Gate:
     ) -> Receipt | Failure:
         nonce = proof.nonce
         try:
-            challenge = self._admit(proof, resource, offers)
-            if isinstance(proof.payload, ExactBody):
-                tx_ref = self._admit_authorization(proof.payload, challenge)
-            else:
-                tx_ref = canonical_tx_ref(
-                    challenge.terms.network, proof.payload.tx_hash, nonce=nonce
-                )
+            challenge, tx_ref, job_id = self.admit(proof, resource, offers)
         except FinalError as exc:
             return failure(exc.reason, str(exc), network=proof.accepted.network, nonce=nonce)
-        signature = proof.payload.signature.lower() if proof.payload.signature else None
-        job_id = job_key(nonce, tx_ref, signature, challenge.terms.canonical())
         job = VerifyJob(proof=proof, resource=resource, job=job_id, trace_id=current_trace_id())
         left = challenge.expires_at + self.settings.worker.grace_seconds - time.time()
         if left < 0:

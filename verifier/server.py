@@ -208,6 +208,7 @@ def build_server(
     *,
     host: str | None = None,
     port: int | None = None,
+    max_body_bytes: int | None = None,
 ) -> uvicorn.Server:
     """A uvicorn ``Server`` for ``app`` (default: the gate of ``settings.routes``) within the
     gate's limits; ``run()`` it, or ``await serve()``."""
@@ -218,7 +219,9 @@ def build_server(
     gate = settings.gate
     config = uvicorn.Config(
         RequestLimits(
-            app, max_body_bytes=gate.max_body_bytes, max_header_bytes=gate.max_header_bytes
+            app,
+            max_body_bytes=gate.max_body_bytes if max_body_bytes is None else max_body_bytes,
+            max_header_bytes=gate.max_header_bytes,
         ),
         host=host or gate.host,
         port=gate.port if port is None else port,

@@ -420,9 +420,11 @@ class ApiSettings(_Section):
 class FacilitatorSettings(_Section):
     """The x402 facilitator HTTP API (``x402-verifier facilitator``; ``verifier.facilitator_api``).
 
-    ``rate_limit`` requests per second per client (the bearer token's holder, by its address),
-    with bursts of ``burst``; ``settle_timeout``: how long ``/settle`` waits for the worker pool
-    before answering a pending failure (the same payload sent again gets the final answer).
+    ``rate_limit`` requests per second per client (by its address), with bursts of ``burst``;
+    ``settle_timeout``: how long ``/settle`` waits for the worker pool before answering a
+    pending failure (the same payload sent again gets the final answer). A payment settled
+    verifies again for ``replay_window`` seconds (a client retrying after a lost response), then
+    ``/verify`` answers ``payment_already_redeemed``.
     """
 
     host: str = "127.0.0.1"
@@ -431,6 +433,7 @@ class FacilitatorSettings(_Section):
     burst: int = Field(default=100, ge=1)
     verify_timeout: float = Field(default=10.0, gt=0, le=120)
     settle_timeout: float = Field(default=30.0, gt=0, le=120)
+    replay_window: int = Field(default=300, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
 

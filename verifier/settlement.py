@@ -235,6 +235,7 @@ class Authorizations:
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._prefix = prefix
+        self._redis = redis
         self._claim = redis.register_script(_CLAIM)
         self._note = redis.register_script(_NOTE)
         self._release = redis.register_script(_RELEASE)
@@ -254,6 +255,11 @@ class Authorizations:
         if items[:1] == ["taken"]:
             return items[1]
         return SettlementRecord(self, key, job, dict(zip(items[::2], items[1::2], strict=True)))
+
+    async def owner(self, key: str) -> str | None:
+        """The job that claimed ``key``, if any (read only)."""
+        job = await self._redis.hget(self.record_key(key), "job")  # type: ignore[misc]
+        return job.decode() if isinstance(job, bytes) else job
 
     async def note(self, key: str, job: str, fields: dict[str, str]) -> bool:
         args: list[str] = [job]
