@@ -37,6 +37,7 @@ from typing import Any
 
 from verifier.assets import format_amount, normalize_network
 from verifier.challenge import ChallengeSigner, Terms, memo_for
+from verifier.errors import ConfigError
 from verifier.facilitator_api import DYNAMIC_EXTRA, facilitator_resource
 from verifier.models import SCHEME, Binding
 from verifier.settings import Settings, parse_price
@@ -71,20 +72,26 @@ class OnchainProofServerScheme:
             return AssetAmount(
                 amount=str(price["amount"]), asset=price["asset"], extra=price.get("extra")
             )
-        info = self.registry.resolve(network, "USDC")
         text = str(price).strip().removeprefix("$").strip()
         try:
             Decimal(text)
+            info = self.registry.resolve(network, "USDC")
+            amount = parse_price(text, info.decimals)
         except InvalidOperation:
             raise ValueError(f"price {price!r} is not money ($0.01) nor an AssetAmount") from None
-        return AssetAmount(amount=str(parse_price(text, info.decimals)), asset=info.asset)
+        except ConfigError as exc:  # not exact in the decimals, or no USDC on the network
+            raise ValueError(str(exc)) from None
+        return AssetAmount(amount=str(amount), asset=info.asset)
 
     def enhance_payment_requirements(
         self, requirements: Any, supported_kind: Any, extension_keys: list[str]
     ) -> Any:
         """A fresh challenge for these requirements, in ``extra``."""
         network = normalize_network(str(requirements.network))
-        info = self.registry.resolve(network, requirements.asset)
+        try:
+            info = self.registry.resolve(network, requirements.asset)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         extra = dict(requirements.extra or {})
         binding = Binding(extra.get("binding", Binding.REQUIRED.value))
         min_conf = int(
