@@ -20,9 +20,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from devchain.anvil import ANVIL_ACCOUNTS, ANVIL_KEYS, Anvil, DevChain
 from devchain.rails import Rail, load_rails
 from devchain.redis_server import RedisServer, free_port
 from verifier.models import Accept
+from verifier.webhooks import verify_signature
 
 NETWORK = "eip155:31337"
 PAYER, PAYER_KEY = ANVIL_ACCOUNTS[1], ANVIL_KEYS[1]
@@ -42,6 +45,51 @@ SHOP = ANVIL_ACCOUNTS[9]
 ROUTES = [("/weather", "0.01"), ("/report", "0.25"), ("/dataset", "1.50")]
 EXACT_PATH = "/exact/report"
 RELAYER_KEY = ANVIL_KEYS[7]  # pays the gas of exact settlements (local mode)
+WEBHOOK_SECRET_ENV = "DEMO_WEBHOOK_SECRET"
+
+
+class WebhookReceiver:
+    """A receiver of signed receipt webhooks, as a merchant's backend would run one: it checks
+    each signature (``verifier.webhooks.verify_signature``, the README's receiver code) and
+    answers the very first delivery ``503``, to show a retry."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.received: list[tuple[dict[str, str], bytes, bool]] = []
+        self.refused = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = dict(self.headers.items())
+                if receiver.refused == 0:
+                    receiver.refused += 1
+                    self.send_response(503)
+                else:
+                    ok = verify_signature(headers, body, {"demo": receiver.secret})
+                    receiver.received.append((headers, body, ok))
+                    self.send_response(200 if ok else 401)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/x402/receipts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def ids(self) -> set[str]:
+        return {h.get("X402-Webhook-Id", "") for h, _, ok in self.received if ok}
 
 
 def _toml(value: Any) -> str:
@@ -104,13 +152,26 @@ def rail_config(rails: list[Rail]) -> str:
 
 
 def _config(
-    redis_url: str, rpc: str, token: str, exact_token: str, port: int, rails: list[Rail]
+    redis_url: str,
+    rpc: str,
+    token: str,
+    exact_token: str,
+    port: int,
+    rails: list[Rail],
+    webhook_url: str,
 ) -> str:
     doc = {
         "redis_url": redis_url,
         "challenge": {"active": "demo", "keys": {"demo": secrets.token_hex(32)}},
         "gate": {"port": port, "settle_timeout": 15},
         "worker": {"poll_delay": 0.01},
+        # Signed receipt webhooks (x402-verifier webhooks) to the demo's own receiver.
+        "webhooks": {
+            "url": webhook_url,
+            "secrets_env": {"demo": WEBHOOK_SECRET_ENV},
+            "active": "demo",
+            "backoff_base": 0.2,
+        },
         "networks": {
             NETWORK: {
                 "rpc_urls": [rpc],
@@ -198,9 +259,13 @@ def _sign(accept: dict[str, Any], tx: str) -> str:
 
 
 @contextmanager
-def _process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
             yield proc
         finally:
@@ -240,6 +305,7 @@ class Client:
         self.chain = chain
         self.token = token
         self.latencies: list[float] = []
+        self.trace_ids: list[str] = []  # the gate's x-trace-id of each proof sent
 
     def offer(self, path: str) -> dict[str, Any]:
         unpaid = self.http.get(path)
@@ -260,18 +326,55 @@ class Client:
         start = time.perf_counter()
         reply = self.http.get(path, headers={"PAYMENT-SIGNATURE": proof})
         self.latencies.append(time.perf_counter() - start)
+        self.trace_ids.append(reply.headers.get("x-trace-id", ""))
         return reply.status_code, _b64json(reply.headers["PAYMENT-RESPONSE"]), reply.text
 
 
-def _show(label: str, status: int, outcome: dict[str, Any]) -> None:
+def _show(label: str, status: int, outcome: dict[str, Any], trace: str = "") -> None:
+    traced = f"  trace {trace}" if trace else ""
     if outcome.get("success"):
         ext = outcome["extensions"]["onchain-proof"]
         print(
             f"  {label:<56} {status}  paid {ext['paidAmount']:>8} by {outcome['payer'][:10]}…  "
-            f"tx {outcome['transaction'][:12]}…  block {ext['blockRef'].split(':')[0]}"
+            f"tx {outcome['transaction'][:12]}…  block {ext['blockRef'].split(':')[0]}{traced}"
         )
     else:
-        print(f"  {label:<56} {status}  {outcome['errorReason']}: {outcome['errorMessage']}")
+        print(
+            f"  {label:<56} {status}  {outcome['errorReason']}: {outcome['errorMessage']}{traced}"
+        )
+
+
+def _metric_lines(url: str, names: tuple[str, ...]) -> list[str]:
+    """The samples of ``names`` a Prometheus endpoint serves, parsed as a scraper would."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    lines = []
+    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
+        for sample in family.samples:
+            if sample.name in names and sample.value:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                lines.append(f"{sample.name}{{{labels}}} {sample.value:g}")
+    return lines
+
+
+def _wait_group(redis_url: str, stream: str, group: str) -> None:
+    """Until the webhook dispatcher's consumer group exists (it starts at the stream's end)."""
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            try:
+                groups: list[dict[str, Any]] = client.xinfo_groups(stream)  # type: ignore[assignment]
+                if any(g["name"].decode() == group for g in groups):
+                    return
+            except redis_sync.ResponseError:  # no stream yet
+                pass
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError("the webhook dispatcher did not start")
 
 
 def run_demo(workers: int = 2) -> int:
@@ -295,22 +398,43 @@ def run_demo(workers: int = 2) -> int:
         chain.mint(exact_token, PAYER, 1_000 * 10**6)
         os.environ["X402_RELAYER_KEY"] = RELAYER_KEY  # the workers inherit it
         rails = [stack.enter_context(r) for r in load_rails()]
+        secret = secrets.token_hex(32)
+        os.environ[WEBHOOK_SECRET_ENV] = secret  # the webhook dispatcher's signing secret
+        receiver = stack.enter_context(WebhookReceiver(secret.encode()))
         port = free_port()
         config = work / "verifier.toml"
-        config.write_text(_config(redis.url, node.url, token, exact_token, port, rails))
+        config.write_text(
+            _config(redis.url, node.url, token, exact_token, port, rails, receiver.url)
+        )
         cli = [sys.executable, "-m", "verifier.cli"]
-        print(f"starting the gate on :{port} and {workers} workers (logs in {work})…")
+        metrics_port = free_port()
+        print(
+            f"starting the gate on :{port}, {workers} workers and a webhook dispatcher "
+            f"(logs in {work})…"
+        )
         gate = stack.enter_context(
             _process([*cli, "gate", "--config", str(config)], work / "gate.log")
         )
         logs = [work / f"worker{i}.log" for i in range(workers)]
         procs = [
-            stack.enter_context(_process([*cli, "worker", "--config", str(config)], log))
-            for log in logs
+            stack.enter_context(
+                _process(
+                    [*cli, "--log-format", "json", "worker", "--config", str(config)],
+                    log,
+                    # The first worker serves its Prometheus metrics (one port per process).
+                    {"X402_WORKER__METRICS_PORT": str(metrics_port)} if i == 0 else None,
+                )
+            )
+            for i, log in enumerate(logs)
         ]
+        hooks = stack.enter_context(
+            _process([*cli, "webhooks", "--config", str(config)], work / "webhooks.log")
+        )
         _wait_http(f"http://127.0.0.1:{port}/healthz", gate, work / "gate.log")
         for proc, log in zip(procs, logs, strict=True):
             _wait_log(log, "worker ready", proc)
+        _wait_log(work / "webhooks.log", "delivering receipts", hooks)
+        _wait_group(redis.url, "x402:receipts", "webhooks")
 
         client = Client(f"http://127.0.0.1:{port}", chain, token)
         receipts: list[dict[str, Any]] = []
@@ -320,7 +444,7 @@ def run_demo(workers: int = 2) -> int:
             accept = client.offer(path)
             tx = client.pay(accept)
             status, outcome, _ = client.send(path, _proof(accept, tx))
-            _show(f"GET {path} ({price} USDC)", status, outcome)
+            _show(f"GET {path} ({price} USDC)", status, outcome, client.trace_ids[-1])
             expect(f"{path} paid", status == 200 and outcome.get("success") is True)
             receipts.append(outcome)
             first = first or (path, accept, tx)
@@ -330,12 +454,13 @@ def run_demo(workers: int = 2) -> int:
             accept = client.offer(path)
             tx = asyncio.run(rail.pay(Accept.model_validate(accept)))
             status, outcome, _ = client.send(path, _proof(accept, tx))
-            _show(f"GET {path} ({rail.title})", status, outcome)
+            _show(f"GET {path} ({rail.title})", status, outcome, client.trace_ids[-1])
             expect(f"{path} paid", status == 200 and outcome.get("success") is True)
             receipts.append(outcome)
 
         status, outcome = asyncio.run(_pay_exact(f"http://127.0.0.1:{port}{EXACT_PATH}"))
-        _show(f"GET {EXACT_PATH} (exact, the reference x402 client)", status, outcome)
+        exact_trace = outcome.get("extensions", {}).get("trace", {}).get("traceId", "")
+        _show(f"GET {EXACT_PATH} (exact, the reference x402 client)", status, outcome, exact_trace)
         expect(f"{EXACT_PATH} paid", status == 200 and outcome.get("scheme") == "exact")
         receipts.append(outcome)
 
@@ -343,15 +468,15 @@ def run_demo(workers: int = 2) -> int:
         path, accept, tx = first
         print("\nreplays and mistakes:")
         status, outcome, _ = client.send(path, _proof(accept, tx))
-        _show("same proof again (idempotent)", status, outcome)
+        _show("same proof again (idempotent)", status, outcome, client.trace_ids[-1])
         expect("replay returns the same receipt", status == 200 and outcome == receipts[0])
         fresh = client.offer(path)
         status, outcome, _ = client.send(path, _proof(fresh, tx, _sign(fresh, tx)))
-        _show("old tx for a new challenge", status, outcome)
+        _show("old tx for a new challenge", status, outcome, client.trace_ids[-1])
         expect("old tx refused", status == 402 and outcome.get("errorReason") == "tx_already_used")
         cheap = client.offer("/report")
         status, outcome, _ = client.send("/report", _proof(cheap, client.pay(cheap, 1)))
-        _show("underpayment (0.000001 USDC)", status, outcome)
+        _show("underpayment (0.000001 USDC)", status, outcome, client.trace_ids[-1])
         expect(
             "underpayment refused", status == 402 and outcome.get("errorReason") == "amount_too_low"
         )
@@ -359,6 +484,43 @@ def run_demo(workers: int = 2) -> int:
         print("\nreceipts:")
         for receipt in receipts:
             print("  " + orjson.dumps(receipt).decode())
+        traced = [r.get("extensions", {}).get("trace", {}).get("traceId") for r in receipts]
+        expect("every receipt carries its trace id", all(traced))
+        expect("every answer carries a trace id", all(client.trace_ids))
+        worker_logs = "".join(log.read_text(errors="replace") for log in logs)
+        expect(
+            "the workers' JSON logs carry each payment's trace id",
+            all(f'"trace_id":"{t}"' in worker_logs.replace(" ", "") for t in traced if t),
+        )
+
+        deadline = time.monotonic() + 20
+        while len(receiver.ids()) < len(receipts) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"\nwebhooks ({receiver.url}, x402-verifier webhooks):")
+        print(
+            f"  first try answered 503 and retried; {len(receiver.ids())} receipts delivered, "
+            f"{sum(ok for _, _, ok in receiver.received)} signatures verified by the receiver"
+        )
+        if receiver.received:
+            headers, body, _ = receiver.received[0]
+            print(
+                f"  e.g. X402-Webhook-Id: {headers.get('X402-Webhook-Id')}\n"
+                f"       X402-Webhook-Signature: {headers.get('X402-Webhook-Signature', '')[:40]}…"
+                f"\n       trace {orjson.loads(body).get('extensions', {}).get('trace', {})}"
+            )
+        expect("every receipt delivered by webhook", len(receiver.ids()) >= len(receipts))
+        expect("every webhook signature verified", all(ok for _, _, ok in receiver.received))
+
+        names = ("x402_outcomes_total",)
+        print(f"\nmetrics (the gate's http://127.0.0.1:{port}/metrics, outcomes):")
+        gate_lines = _metric_lines(f"http://127.0.0.1:{port}/metrics", names)
+        for line in gate_lines:
+            print("  " + line)
+        print(f"metrics (worker 0's http://127.0.0.1:{metrics_port}/metrics, outcomes):")
+        worker_lines = _metric_lines(f"http://127.0.0.1:{metrics_port}/metrics", names)
+        for line in worker_lines:
+            print("  " + line)
+        expect("the gate's metrics count the receipts", any("receipt" in x for x in gate_lines))
         lat = sorted(client.latencies)
         print(
             f"\nproof -> answer latency over {len(lat)} requests: min {lat[0] * 1000:.0f} ms, "
