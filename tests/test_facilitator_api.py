@@ -153,9 +153,7 @@ async def test_no_token_configured_refuses_everyone(
         await facilitator.close()
 
 
-async def test_verify_then_settle_pays_once_however_often_settle_is_sent(
-    endpoint: Endpoint,
-) -> None:
+async def test_verify_then_settle_pays_once_and_answers_a_retry(endpoint: Endpoint) -> None:
     env = endpoint.env
     required = requirements(env)
     payload = signed(required)
@@ -166,18 +164,45 @@ async def test_verify_then_settle_pays_once_however_often_settle_is_sent(
     assert env.balance(PAYEE) == before  # /verify moves nothing
     assert env.relayer_count() == sent
 
-    first, again = await asyncio.gather(
-        endpoint.post("/settle", payload, required), endpoint.post("/settle", payload, required)
-    )
-    later = await endpoint.post("/settle", payload, required)
+    first = await endpoint.post("/settle", payload, required)
     assert first["success"] is True, first
-    assert first["transaction"] == again["transaction"] == later["transaction"]
     assert first["network"] == NETWORK and first["payer"] == PAYER.lower()
     assert first["amount"] == str(PRICE)
+    # A retry (the response to the client was lost): it verifies and settles again, the same
+    # settlement, nothing sent twice.
+    assert (await endpoint.post("/verify", payload, required))["isValid"] is True
+    retry = await endpoint.post("/settle", payload, required)
+    assert retry["success"] is True and retry["transaction"] == first["transaction"]
     assert env.balance(PAYEE) == before + PRICE
     assert env.relayer_count() == sent + 1
-    # Settled: the same payment still verifies (a retry after a lost response) ...
-    assert (await endpoint.post("/verify", payload, required))["isValid"] is True
+    # One retry is all a payment buys (facilitator.max_replays = 1).
+    for path in ("/verify", "/settle"):
+        third = await endpoint.post(path, payload, required)
+        assert third.get("invalidReason", third.get("errorReason")) == "payment_already_redeemed"
+
+
+async def test_concurrent_replays_of_one_payment_settle_at_most_once_plus_the_retry(
+    endpoint: Endpoint,
+) -> None:
+    """One payment sent ten times at once, before any settlement: every /verify passes (the
+    handlers run), but only the first settlement and one retry succeed, so the reference
+    middleware releases two responses, not ten."""
+    env = endpoint.env
+    required = requirements(env)
+    payload = signed(required)
+    before, sent = env.balance(PAYEE), env.relayer_count()
+    verified = await asyncio.gather(
+        *(endpoint.post("/verify", payload, required) for _ in range(10))
+    )
+    assert all(v["isValid"] for v in verified)
+    settled = await asyncio.gather(
+        *(endpoint.post("/settle", payload, required) for _ in range(10))
+    )
+    assert sum(s["success"] for s in settled) == 2, settled
+    assert {s["errorReason"] for s in settled if not s["success"]} == {"payment_already_redeemed"}
+    assert len({s["transaction"] for s in settled if s["success"]}) == 1
+    assert env.balance(PAYEE) == before + PRICE
+    assert env.relayer_count() == sent + 1
 
 
 async def test_a_settled_payment_is_redeemed_after_the_replay_window(
@@ -201,11 +226,11 @@ async def test_a_settled_payment_is_redeemed_after_the_replay_window(
             assert (await end.post("/settle", payload, required))["success"] is True
             await asyncio.sleep(2.1)
             replayed = await end.post("/verify", payload, required)
-            # ... and after the window, one payment has bought its one response.
+            # After the window, not even the one retry: the payment has bought its response.
             assert replayed["isValid"] is False
             assert replayed["invalidReason"] == "payment_already_redeemed"
-            # /settle stays idempotent: the resource server that settled it hears the same.
-            assert (await end.post("/settle", payload, required))["success"] is True
+            settled = await end.post("/settle", payload, required)
+            assert settled["errorReason"] == "payment_already_redeemed"
     finally:
         await facilitator.close()
 

@@ -33,9 +33,14 @@ challenge to one route: it is part of the authenticated terms.
 **Idempotent.** The same payload gets the same job, so ``/verify`` and ``/settle`` may be sent
 again (after a timeout, by several server processes): one settlement, one receipt. A
 settlement still on its way answers ``settlement_pending`` with its transaction (the reference
-server sends ``/settle`` once more on it), or the pending reason. Once a payment is settled,
-``/verify`` passes it again for ``facilitator.replay_window`` seconds (a client retrying after a
-lost response) and answers ``payment_already_redeemed`` after: one payment buys one response.
+server sends ``/settle`` once more on it), or the pending reason.
+
+**One payment, one response.** The reference middleware releases a response only once
+``/settle`` succeeded, so that is what is counted: a payment's ``/settle`` succeeds once, and
+``facilitator.max_replays`` more times (default 1: a client retrying after a lost response)
+within ``facilitator.replay_window`` seconds of the first; after that ``/settle`` and ``/verify``
+answer ``payment_already_redeemed``. The same payment sent many times at once passes
+``/verify`` each time (it is sound), but no more than those settlements succeed.
 
 **Guarded.** Every endpoint but ``/healthz`` takes ``Authorization: Bearer <token>`` (the
 token from ``api.token_env``; unset, every request gets ``401``) and is rate-limited per client
@@ -99,6 +104,17 @@ _CORE = ("scheme", "network", "asset", "amount", "payTo", "maxTimeoutSeconds")
 SETTLEMENT_PENDING = "settlement_pending"
 
 
+# One more success of /settle for a payment: its count, and when the first one was.
+_COUNT_SETTLEMENT = """
+local n = redis.call('HINCRBY', KEYS[1], 'count', 1)
+if n == 1 then
+  redis.call('HSET', KEYS[1], 'first', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return {n, tonumber(redis.call('HGET', KEYS[1], 'first'))}
+"""
+
+
 def facilitator_resource(route: str | None) -> str:
     """The resource string a challenge for ``route`` (``extra.route``) is authenticated for."""
     return RESOURCE_PREFIX + (route or "")
@@ -133,6 +149,7 @@ class Facilitator:
         self.gate = gate
         self.adapters = dict(adapters)
         self._authorizations = Authorizations(gate.redis, settings.store.prefix)
+        self._settled = gate.redis.register_script(_COUNT_SETTLEMENT)
         self._tokens = {network: exact_tokens(settings, network) for network in settings.networks}
 
     @classmethod
@@ -212,7 +229,10 @@ class Facilitator:
                 network=request.network,
                 transaction=outcome.transaction if reason == SETTLEMENT_PENDING else "",
             )
-        await self._mark_settled(outcome)
+        try:
+            await self._count_settlement(outcome)
+        except Refusal as refusal:
+            return _not_settled(refusal.reason.value, refusal.message, network=request.network)
         return {
             "success": True,
             "payer": outcome.payer,
@@ -376,24 +396,34 @@ class Facilitator:
         prefix = self.settings.store.prefix
         return f"{prefix}:facilitator:settled:{receipt.network}:{receipt.transaction}"
 
-    async def _mark_settled(self, receipt: Receipt) -> None:
-        await self.gate.redis.set(
-            self._settled_key(receipt),
-            str(int(time.time())),
-            nx=True,
-            ex=self.settings.store.receipt_retention,
+    def _spent(self, count: int, first: int) -> str | None:
+        """Why a payment answered ``count`` times, the first at ``first``, is redeemed."""
+        config = self.settings.facilitator
+        if count > 1 + config.max_replays:
+            return f"this payment was settled and served already ({count - 1} times)"
+        if count > 1 and time.time() - first > config.replay_window:
+            return f"this payment was settled more than {config.replay_window} s ago"
+        return None
+
+    async def _count_settlement(self, receipt: Receipt) -> None:
+        """Count this success of ``/settle``; ``Refusal`` once the payment has had its
+        answers (the first one and ``max_replays`` retries, within ``replay_window``)."""
+        count, first = await self._settled(
+            keys=[self._settled_key(receipt)],
+            args=[int(time.time()), self.settings.store.receipt_retention],
         )
+        why = self._spent(int(count), int(first))
+        if why is not None:
+            raise Refusal(ReasonCode.PAYMENT_ALREADY_REDEEMED, why)
 
     async def _not_redeemed(self, receipt: Receipt) -> None:
-        raw = await self.gate.redis.get(self._settled_key(receipt))
-        if raw is None:
+        """``/verify``'s read: ``Refusal`` when a ``/settle`` now could not succeed."""
+        raw = await self.gate.redis.hmget(self._settled_key(receipt), ["count", "first"])  # type: ignore[misc]
+        if raw[0] is None:
             return
-        window = self.settings.facilitator.replay_window
-        if time.time() - int(raw) > window:
-            raise Refusal(
-                ReasonCode.PAYMENT_ALREADY_REDEEMED,
-                f"this payment was settled more than {window} s ago and has been served",
-            )
+        why = self._spent(int(raw[0]) + 1, int(raw[1] or 0))
+        if why is not None:
+            raise Refusal(ReasonCode.PAYMENT_ALREADY_REDEEMED, why)
 
 
 def _settles(settings: Settings) -> set[str]:

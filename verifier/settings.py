@@ -422,9 +422,9 @@ class FacilitatorSettings(_Section):
 
     ``rate_limit`` requests per second per client (by its address), with bursts of ``burst``;
     ``settle_timeout``: how long ``/settle`` waits for the worker pool before answering a
-    pending failure (the same payload sent again gets the final answer). A payment settled
-    verifies again for ``replay_window`` seconds (a client retrying after a lost response), then
-    ``/verify`` answers ``payment_already_redeemed``.
+    pending failure (the same payload sent again gets the final answer). A payment's ``/settle``
+    succeeds once and ``max_replays`` more times (a client retrying after a lost response)
+    within ``replay_window`` seconds of the first, then answers ``payment_already_redeemed``.
     """
 
     host: str = "127.0.0.1"
@@ -434,6 +434,7 @@ class FacilitatorSettings(_Section):
     verify_timeout: float = Field(default=10.0, gt=0, le=120)
     settle_timeout: float = Field(default=30.0, gt=0, le=120)
     replay_window: int = Field(default=300, ge=1)
+    max_replays: int = Field(default=1, ge=0, le=100)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
 
