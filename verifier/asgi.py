@@ -244,6 +244,42 @@ def _consumption_key(receipt: Receipt) -> str:
     return str(receipt.extensions[SCHEME]["consumptionKey"])
 
 
+async def receipts_endpoint(request: Request, gate: Gate) -> Response:
+    """``GET gate.receipts_path?tx=…[&network=…]|nonce=…|trace=…[&limit=…]``: the status read
+    (``verifier.status``) behind the ``api`` bearer token."""
+    from verifier.auth import bearer_ok
+    from verifier.status import BadQuery, Query, find_receipts
+
+    def answer(status: int, content: object, headers: dict[str, str] | None = None) -> Response:
+        return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+    if not bearer_ok(request.headers.get("authorization"), gate.settings.api.token()):
+        return answer(
+            401,
+            {"error": "a bearer token is required (Authorization: Bearer <token>)"},
+            {"WWW-Authenticate": "Bearer"},
+        )
+    params = request.query_params
+    unknown = set(params) - {"tx", "network", "nonce", "trace", "limit"}
+    if unknown:
+        return answer(400, {"error": f"unknown parameter {sorted(unknown)[0]!r}"})
+    try:
+        limit = int(params.get("limit", "10"))
+        query = Query(
+            tx=params.get("tx"),
+            network=params.get("network"),
+            nonce=params.get("nonce"),
+            trace=params.get("trace"),
+            limit=limit,
+        )
+        found = await find_receipts(gate.redis, gate.settings, query)
+    except (BadQuery, ValueError) as exc:
+        return answer(400, {"error": str(exc) if isinstance(exc, BadQuery) else "bad limit"})
+    if not found:
+        return answer(404, {"error": "no receipt matches", "receipts": []})
+    return answer(200, {"receipts": [r.model_dump(by_alias=True, mode="json") for r in found]})
+
+
 def create_app(settings: Settings, gate: Gate | None = None) -> Starlette:
     """The ASGI app for ``settings.routes``. Connects its own ``Gate`` unless given one."""
     state: dict[str, object] = {}
@@ -252,6 +288,7 @@ def create_app(settings: Settings, gate: Gate | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = gate is None
         g = await Gate.connect(settings) if gate is None else gate
+        state["gate"] = g
         async with httpx.AsyncClient(timeout=settings.gate.upstream_timeout) as client:
             for route in settings.routes:
                 handler = PaidRoute(g, route, client if route.upstream else None)
@@ -275,9 +312,16 @@ def create_app(settings: Settings, gate: Gate | None = None) -> Starlette:
         body, content_type = render()
         return Response(body, media_type=content_type)
 
+    async def receipts(request: Request) -> Response:
+        g = state["gate"]
+        assert isinstance(g, Gate)
+        return await receipts_endpoint(request, g)
+
     routes = [Route("/healthz", health, methods=["GET"])]
     if settings.gate.metrics_path:
         routes.append(Route(settings.gate.metrics_path, metrics, methods=["GET"]))
+    if settings.gate.receipts_path:
+        routes.append(Route(settings.gate.receipts_path, receipts, methods=["GET"]))
     routes += [
         Route(r.path, endpoint(r.path), methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
         for r in settings.routes

@@ -1,12 +1,13 @@
-"""``x402-verifier``: gate | worker | facilitator | webhooks | verify | doctor.
+"""``x402-verifier``: gate | worker | facilitator | webhooks | receipts | verify | doctor.
 
 Every command takes ``--config FILE`` (or ``$X402_CONFIG``) and reads it once at start, and
 ``-v`` (debug logging) before or after the command's name.
 
-Exit codes: ``0`` done (or stopped by SIGINT / SIGTERM); ``1`` a check failed (``doctor``) or
-the proof does not count (``verify``); ``2`` the configuration (or the command line) is wrong;
-``3`` the process cannot start (Redis unreachable, the gate's port taken). Errors are one line,
-``x402-verifier: <what>``, on stderr, never a traceback.
+Exit codes: ``0`` done (or stopped by SIGINT / SIGTERM); ``1`` a check failed (``doctor``),
+the proof does not count (``verify``) or no receipt matches (``receipts``); ``2`` the
+configuration (or the command line) is wrong; ``3`` the process cannot start (Redis
+unreachable, the gate's port taken). Errors are one line, ``x402-verifier: <what>``, on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -318,6 +319,46 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _receipts(settings: Settings, query: object) -> list[str]:
+    from verifier.queue import open_redis
+    from verifier.status import Query, find_receipts
+
+    assert isinstance(query, Query)
+    redis = await open_redis(settings)
+    try:
+        found = await find_receipts(redis, settings, query)
+    finally:
+        await redis.aclose()
+    return [r.model_dump_json(by_alias=True) for r in found]
+
+
+def cmd_receipts(args: argparse.Namespace) -> int:
+    from verifier.status import TRACE_SCAN, BadQuery, Query
+
+    settings = _settings(args)
+    try:
+        query = Query(
+            tx=args.tx, network=args.network, nonce=args.nonce, trace=args.trace, limit=args.limit
+        )
+    except BadQuery as exc:
+        print(f"x402-verifier: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        lines = asyncio.run(_receipts(settings, query))
+    except (RedisError, OSError) as exc:
+        raise CannotStart(f"Redis at {settings.redis_url} is unreachable ({exc})") from exc
+    except BadQuery as exc:
+        print(f"x402-verifier: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for line in lines:
+        print(line)
+    if not lines:
+        scope = f" among the latest {TRACE_SCAN} receipts" if args.trace else ""
+        print(f"x402-verifier: no receipt matches{scope}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     settings = _settings(args)
     return asyncio.run(_doctor_worker(settings) if args.worker else _doctor(settings))
@@ -366,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     hooks.add_argument("action", nargs="?", choices=["run", "replay"], default="run")
     hooks.add_argument("--count", type=int, default=1000, help="replay: at most this many")
     hooks.set_defaults(run=cmd_webhooks)
+    receipts = command(
+        "receipts", "print receipts as JSON lines: the latest, or by transaction, nonce, trace id"
+    )
+    receipts.add_argument("--tx", help="a transaction id, or a consumption key <CAIP-2>:<txid>")
+    receipts.add_argument("--network", help="with --tx: the network (default: each configured)")
+    receipts.add_argument("--nonce", help="the challenge nonce the payment answered")
+    receipts.add_argument("--trace", help="the x-trace-id of the request that was verified")
+    receipts.add_argument("--limit", type=int, default=10, help="at most this many (1-100)")
+    receipts.set_defaults(run=cmd_receipts)
     doctor = command("doctor", "check Redis and every RPC URL of every configured network")
     doctor.add_argument(
         "--worker",

@@ -464,6 +464,8 @@ class GateSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
     # Prometheus metrics of the HTTP gate at this path (verifier.metrics); "" turns it off.
     metrics_path: str = Field(default="/metrics", pattern=r"^(/[A-Za-z0-9._~/-]*)?$")
+    # The status read (verifier.status) behind the [api] token; "" turns it off.
+    receipts_path: str = Field(default="/x402/receipts", pattern=r"^(/[A-Za-z0-9._~/-]*)?$")
     # Request line and headers together; more gets 431. A proof header alone may take 16 KiB
     # (MAX_HEADER_BYTES), so no less than twice that: room for the request's other headers.
     max_header_bytes: int = Field(default=64 * 1024, ge=2 * MAX_HEADER_BYTES)
@@ -575,10 +577,16 @@ class Settings(BaseSettings):
                 f"store.used_tx_retention ({self.store.used_tx_retention}s) is shorter than the "
                 f"longest acceptance window ({window}s): a used transaction could be redeemed again"
             )
+        if self.gate.receipts_path and self.gate.receipts_path == self.gate.metrics_path:
+            raise ValueError("gate.receipts_path: it is gate.metrics_path too")
         for i, route in enumerate(self.routes):
             if route.path == self.gate.metrics_path:
                 raise ValueError(
                     f"routes[{i}].path: {route.path!r} is gate.metrics_path (the gate's metrics)"
+                )
+            if route.path == self.gate.receipts_path:
+                raise ValueError(
+                    f"routes[{i}].path: {route.path!r} is gate.receipts_path (the status read)"
                 )
         for route in self.routes:
             period = route.access_period or route.replay_window
