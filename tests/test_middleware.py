@@ -84,3 +84,88 @@ async def test_a_proof_for_a_cheaper_request_does_not_buy_a_dearer_one(
     assert "rows" not in taken.json() and taken.json()["x402Version"] == 2  # a fresh 402
     assert too_many.status_code == 400 and "above the cap" in too_many.json()["error"]
     assert garbage.status_code == 400 and "cannot be priced" in garbage.json()["error"]
+
+
+# -- require_payment: a paid route without the middleware ------------------------------------
+
+
+async def test_a_dependency_paid_route_asks_then_serves_one_call_per_payment(
+    shop: str, evm: EvmEnv
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        unpaid = await client.get(shop + "/quote")
+        assert unpaid.status_code == 402, unpaid.text
+        assert unpaid.json()["x402Version"] == 2  # the gate's own body (payment_error_handler)
+        [accept] = decode_payment_required(unpaid.headers["PAYMENT-REQUIRED"]).accepts
+        proof = pay(evm, accept)
+        paid = await client.get(shop + "/quote", headers={"PAYMENT-SIGNATURE": proof})
+        again = await client.get(shop + "/quote", headers={"PAYMENT-SIGNATURE": proof})
+    assert paid.status_code == 200, paid.text
+    assert paid.json() == {"quote": 42, "paid_by": PAYER.lower()}
+    receipt = decode_payment_response(paid.headers["PAYMENT-RESPONSE"])
+    assert receipt.success and receipt.amount == accept.amount
+    assert again.status_code == 402  # one payment, one call
+    refused = decode_payment_response(again.headers["PAYMENT-RESPONSE"])
+    assert not refused.success and refused.error_reason == "payment_already_redeemed"
+
+
+async def test_a_dependency_refuses_a_proof_of_another_route_or_no_payment(
+    shop: str, evm: EvmEnv
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        cheap = await challenge(client, shop + "/rows?rows=1")
+        elsewhere = await client.get(
+            shop + "/quote", headers={"PAYMENT-SIGNATURE": pay(evm, cheap)}
+        )
+        accept = await challenge(client, shop + "/quote")
+        body = ProofBody(nonce=accept.extra.nonce, tx_hash="0x" + "ab" * 32)  # never sent
+        unpaid = encode_json(PaymentPayload(accepted=accept, payload=body))
+        nothing = await client.get(shop + "/quote", headers={"PAYMENT-SIGNATURE": unpaid})
+    for answer in (elsewhere, nothing):
+        assert answer.status_code == 402, answer.text
+        assert "quote" not in answer.json()
+        assert not decode_payment_response(answer.headers["PAYMENT-RESPONSE"]).success
+
+
+async def test_a_handler_that_fails_gives_the_payment_back(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Any
+) -> None:
+    from fastapi import Depends, FastAPI
+
+    from verifier.gate import Gate
+    from verifier.middleware import PaymentRequiredError, payment_error_handler, require_payment
+    from verifier.models import Receipt
+    from verifier.settings import AcceptSettings
+
+    settings = evm_settings(make_settings, evm, gate={"settle_timeout": 10})
+    gate = await Gate.connect(settings)
+    fixed = [AcceptSettings(network=NETWORK, asset="USDC", pay_to=PAYEE, price="0.01")]
+    calls: list[str] = []
+    app = FastAPI()
+    app.add_exception_handler(PaymentRequiredError, payment_error_handler)
+
+    paid = require_payment(fixed, gate=gate)
+
+    @app.get("/flaky")
+    async def flaky(receipt: Receipt = Depends(paid)) -> dict[str, str]:  # noqa: B008
+        calls.append(receipt.transaction)
+        if len(calls) == 1:
+            raise RuntimeError("the database is down")
+        return {"ok": receipt.transaction}
+
+    try:
+        async with (
+            serve(app) as url,
+            running_worker(settings),
+            httpx.AsyncClient(timeout=20) as client,
+        ):
+            proof = pay(evm, await challenge(client, url + "/flaky"))
+            failed = await client.get(url + "/flaky", headers={"PAYMENT-SIGNATURE": proof})
+            retried = await client.get(url + "/flaky", headers={"PAYMENT-SIGNATURE": proof})
+            third = await client.get(url + "/flaky", headers={"PAYMENT-SIGNATURE": proof})
+    finally:
+        await gate.close()
+    assert failed.status_code == 500
+    assert retried.status_code == 200 and retried.json() == {"ok": calls[0]}
+    assert third.status_code == 402  # served once: redeemed now
+    assert len(calls) == 2 and calls[0] == calls[1]

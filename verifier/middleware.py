@@ -39,20 +39,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from verifier.asgi import PaidRoute
+from verifier.asgi import RETRY_AFTER, PaidRoute, _error, _json_402
 from verifier.delivery import StoredResponse, UpstreamFailed
 from verifier.gate import Gate, Offer
-from verifier.models import Receipt, ResourceInfo
+from verifier.models import SCHEME, Failure, ReasonCode, Receipt, ResourceInfo, failure
 from verifier.settings import AcceptSettings, RouteSettings, Settings
 from verifier.trace import TraceMiddleware
+from verifier.wire import proof_header, response_headers
 
 Price = Callable[[Request], int | Awaitable[int]]
 STATE_KEY = "x402_receipt"
@@ -230,3 +234,168 @@ def paid_receipt(request: Request) -> Receipt:
             f"{request.url.path} is not a paid path of PaymentMiddleware: no receipt"
         )
     return receipt
+
+
+# -- a FastAPI dependency, without the middleware --------------------------------------------
+
+# KEYS: the payment's mark on this path. ARGV: now, retention s, "once" | access period s.
+_BEGIN_CALL = """
+local first = redis.call('GET', KEYS[1])
+if not first then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+if ARGV[3] ~= 'once' and tonumber(ARGV[1]) - tonumber(first) <= tonumber(ARGV[3]) then
+  return 1
+end
+return 0
+"""
+
+
+class PaymentRequiredError(HTTPException):
+    """What ``require_payment`` raises when a request has not paid (yet): ``response`` is the
+    gate's answer (``402`` with a challenge, ``429``, ``503``). FastAPI's default handler sends
+    its status and headers (``PAYMENT-REQUIRED``, ``PAYMENT-RESPONSE``, ``Retry-After``) with
+    ``{"detail": <the body>}``; ``payment_error_handler`` sends the gate's body as it is."""
+
+    def __init__(self, response: Response) -> None:
+        body = orjson.loads(bytes(response.body)) if response.body else None
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        super().__init__(response.status_code, detail=body, headers=headers)
+        self.response = response
+
+
+async def payment_error_handler(request: Request, exc: Exception) -> Response:
+    """``app.add_exception_handler(PaymentRequiredError, payment_error_handler)``: the gate's
+    own answer, body and all."""
+    assert isinstance(exc, PaymentRequiredError)
+    return exc.response
+
+
+def require_payment(
+    accepts: Sequence[AcceptSettings],
+    *,
+    price: Price | None = None,
+    max_amount: int | None = None,
+    description: str = "",
+    delivery: Literal["once", "entitlement"] = "once",
+    access_period: int = 300,
+    settings: Settings | None = None,
+    gate: Gate | None = None,
+) -> RequirePayment:
+    """A FastAPI dependency that makes a route paid and gives its handler the receipt::
+
+        paid = require_payment(accepts, settings=load_settings("verifier.toml"))
+
+        @app.get("/report")
+        async def report(receipt: Annotated[Receipt, Depends(paid)]) -> dict: ...
+
+    Without a proof the request gets the gate's ``402`` and challenge (``PaymentRequiredError``);
+    with one it is settled by the gate library and the worker pool (``Gate.settle``), and the
+    handler runs with the receipt and answers with ``PAYMENT-RESPONSE`` set. A failure gets the
+    gate's answer (a fresh challenge and the reason). ``price(request)`` and ``max_amount`` work
+    as in ``PaidPath``. Give ``gate`` (one per process), or ``settings`` and it connects one at
+    the first request (``await paid.aclose()`` at shutdown closes it).
+
+    **What one payment buys.** A dependency cannot keep the handler's response for replays, as
+    the middleware does, so: ``delivery="once"`` (the default), a payment buys one handler call on
+    this path; the same proof again gets ``402`` ``payment_already_redeemed``, also when the
+    first call's response was lost (use ``PaymentMiddleware`` to replay it instead). A handler
+    that raises gives the payment back: the same proof may be sent again. ``"entitlement"``: any
+    number of calls for ``access_period`` seconds after the first. The mark is kept in Redis as
+    long as the payment's receipt, so it never expires into a second use.
+    """
+    if (settings is None) == (gate is None):
+        raise TypeError("give settings (the dependency connects its own gate) or a gate")
+    paid = PaidPath(
+        "/", accepts=accepts, price=price, max_amount=max_amount, description=description
+    )
+    return RequirePayment(paid, delivery, access_period, settings, gate)
+
+
+class RequirePayment:
+    """The dependency ``require_payment`` makes (its docstring says what it does)."""
+
+    def __init__(
+        self,
+        paid: PaidPath,
+        delivery: Literal["once", "entitlement"],
+        access_period: int,
+        settings: Settings | None,
+        gate: Gate | None,
+    ) -> None:
+        self.paid = paid
+        self.delivery = delivery
+        self.access_period = access_period
+        self._settings = settings
+        self._gate = gate
+        self._own = gate is None
+
+    async def _connected(self) -> Gate:
+        if self._gate is None:
+            assert self._settings is not None
+            self._gate = await Gate.connect(self._settings)
+        return self._gate
+
+    async def aclose(self) -> None:
+        """Close the gate this dependency connected (not one it was given)."""
+        if self._own and self._gate is not None:
+            await self._gate.close()
+            self._gate = None
+
+    async def __call__(self, request: Request, response: Response) -> AsyncIterator[Receipt]:
+        g = await self._connected()
+        route = _DependencyRoute(g, self.paid, request.url.path)
+        try:
+            offers = await route.offers_for(request)
+        except PriceRefused as exc:
+            raise HTTPException(400, detail=str(exc)) from None
+        resource = route.resource(request)
+        header = proof_header(request.headers)
+        if header is None:
+            challenge = g.challenge(resource, offers, error="payment required")
+            raise PaymentRequiredError(_json_402(challenge))
+        try:
+            outcome = await g.settle(header, resource=resource.url, offers=offers)
+            if isinstance(outcome, Failure):
+                raise PaymentRequiredError(route._refused(resource, outcome, offers))
+            mark = f"{g.store.keys.prefix}:dependency:{_ck(outcome)}:{request.url.path}"
+            period = "once" if self.delivery == "once" else str(self.access_period)
+            store = g.settings.store
+            retention = max(store.used_tx_retention, store.receipt_retention)
+            begun = await g.redis.register_script(_BEGIN_CALL)(
+                keys=[mark], args=[int(time.time()), retention, period]
+            )
+        except RedisError:
+            note = "verification store unavailable, retry the same proof"
+            raise PaymentRequiredError(_error(503, note, {"Retry-After": RETRY_AFTER})) from None
+        if not begun:
+            done = failure(
+                ReasonCode.PAYMENT_ALREADY_REDEEMED,
+                "this payment has bought its call on this path",
+                network=outcome.network,
+                nonce=outcome.nonce,
+                transaction=outcome.transaction,
+            )
+            raise PaymentRequiredError(route._refused(resource, done, offers))
+        for name, value in response_headers(outcome).items():
+            response.headers[name] = value
+        request.state.x402_receipt = outcome
+        try:
+            yield outcome
+        except Exception:
+            if self.delivery == "once":  # nothing was delivered: the same proof may come again
+                with contextlib.suppress(RedisError):
+                    await g.redis.delete(mark)
+            raise
+
+
+class _DependencyRoute(_AppRoute):
+    """The pricing and answers of ``_AppRoute`` for one path of a ``require_payment`` route."""
+
+    def __init__(self, gate: Gate, paid: PaidPath, path: str) -> None:
+        super().__init__(gate, dataclasses.replace(paid, path=path), None)
+
+
+def _ck(receipt: Receipt) -> str:
+    return str(receipt.extensions[SCHEME]["consumptionKey"])
