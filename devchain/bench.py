@@ -30,6 +30,7 @@ import httpx
 import orjson
 from arq.constants import in_progress_key_prefix, job_key_prefix
 
+from devchain.bench_cost import verification_cost
 from devchain.bench_exact import exact_settlement
 from devchain.bench_table import render, scale_key, table
 from devchain.demo import rail_config
@@ -483,6 +484,10 @@ async def _wait_http(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+# Repetitions of each interleaved comparison (rows 2 and 3).
+REPEATS = 3
+
+
 async def median_of(runs: int, measure: Callable[[], Awaitable[float]]) -> float:
     return statistics.median([await measure() for _ in range(runs)])
 
@@ -607,24 +612,44 @@ async def run(quick: bool) -> dict[str, Any]:
         gate = await Gate.connect(settings)
         bench = Bench(settings, stub_url, gate)
         try:
-            # Row 1 first, with arq's own worker class and only the no-op job.
-            stock = await bench.start_worker(procs, [*worker_cmd, "stock"])
-            await bench.queue_baseline(200)
-            results["queue_baseline_jobs_s"] = await median_of(3, lambda: bench.queue_baseline(n))
-            procs.stop(stock)
-
-            worker = await bench.start_worker(procs, worker_cmd)
-            results["worker_rss_idle_mb"] = _rss_kib(worker.pid, "VmRSS") / 1024
-            await bench.throughput(200)  # warm up connections and caches
-
-            # Throughputs are the median of three runs: this machine's noise is larger than
-            # most of the differences we look for.
-            results["verify_0ms_s"] = await median_of(3, lambda: bench.rate(n))
+            # Rows 1 and 2 interleaved (baseline, ours, baseline, ours, ...): each ratio is of
+            # two runs side by side, and the spread of the ratios is printed with their median.
+            # Throughputs are medians: this machine's noise is larger than most differences.
+            pairs: list[tuple[float, float]] = []
+            worker: subprocess.Popen[bytes] | None = None
+            for rep in range(REPEATS):
+                stock = await bench.start_worker(procs, [*worker_cmd, "stock"])
+                await bench.queue_baseline(200)
+                baseline = await bench.queue_baseline(n)
+                procs.stop(stock)
+                worker = await bench.start_worker(procs, worker_cmd)
+                if rep == 0:
+                    results["worker_rss_idle_mb"] = _rss_kib(worker.pid, "VmRSS") / 1024
+                await bench.throughput(200)  # warm up connections and caches
+                pairs.append((baseline, await bench.rate(n)))
+                if rep < REPEATS - 1:
+                    procs.stop(worker)
+            assert worker is not None
+            results["queue_baseline_jobs_s"] = statistics.median(b for b, _ in pairs)
+            results["verify_0ms_s"] = statistics.median(v for _, v in pairs)
+            results["verify_0ms_ratios"] = [v / b for b, v in pairs]
             results["evm_rpc_per_verification"] = bench.last_rpc
-            for ms in (50, 200):
-                await bench.latency(ms / 1000)
-                results[f"verify_{ms}ms_s"] = await median_of(3, lambda: bench.rate(n))
+
+            # Row 12: what one verification costs, on this worker at 0 ms.
+            results.update(await verification_cost(bench, worker.pid, int(1000 * scale)))
+
+            # Row 3 interleaved the same way: 0 ms, 50 ms, 200 ms, 0 ms, ...
+            runs: dict[int, list[float]] = {0: [], 50: [], 200: []}
+            for _ in range(REPEATS):
+                for ms in runs:
+                    await bench.latency(ms / 1000)
+                    runs[ms].append(await bench.rate(n))
             await bench.latency(0.0)
+            for ms in (50, 200):
+                results[f"verify_{ms}ms_s"] = statistics.median(runs[ms])
+                results[f"verify_{ms}ms_ratios"] = [
+                    v / v0 for v, v0 in zip(runs[ms], runs[0], strict=True)
+                ]
 
             for rail in rails:
                 family = rail.network.split(":")[0]
