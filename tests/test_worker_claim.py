@@ -120,3 +120,32 @@ async def test_retry_lands_at_now_plus_defer_from_a_score_far_in_the_past(
                     await asyncio.sleep(0.01)
                 proxy.delay = 0
     assert claimed and retried, (claimed, retried)
+
+
+async def test_a_finished_job_leaves_nothing_of_arq_behind_and_its_proof_its_outcome(
+    evm: EvmEnv, make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """The finish is ours: the job, its mark, its try count and its queue entry go; no arq
+    result is written (the outcome is ours, in the store), and the same proof sent again gets
+    the same receipt without a new job."""
+    from verifier import queue as q
+
+    settings = settings_for(make_settings, evm, evm.anvil.url)
+    async with connected_gate(settings) as gate, running_worker(settings):
+        shop = Shop(gate, evm)
+        accept, offers = shop.offer()
+        header = shop.proof(accept, shop.pay(accept))
+        outcome = await shop.settle(header, offers, wait=20)
+        assert isinstance(outcome, Receipt), outcome
+        [job] = [
+            k.decode().removeprefix("x402:outcome:")
+            async for k in redis.scan_iter(match="x402:outcome:*")
+        ]
+        async with asyncio.timeout(10):  # the finish follows the outcome
+            while await redis.zcard(settings.queue_name):  # noqa: ASYNC110 (a probe)
+                await asyncio.sleep(0.02)
+        prefixes = (q.JOB_PREFIX, q.IN_PROGRESS_PREFIX, q.RESULT_PREFIX, "arq:retry:")
+        assert [p for p in prefixes if await redis.exists(p + job)] == []
+        again = await shop.settle(header, offers, wait=5)
+        assert again == outcome
+        assert await redis.zcard(settings.queue_name) == 0

@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 # The name the worker registers ``verifier.jobs.verify_payment`` under.
 VERIFY_PAYMENT = "verify_payment"
 
-# arq's keys (``arq.constants``): a job's record, its result, the mark of the worker running it;
-# and how long past its due time a job's record is kept.
+# arq's keys (``arq.constants``): a job's record, its result, the mark of the worker running it,
+# its try count; and how long past its due time a job's record is kept.
 JOB_PREFIX = "arq:job:"
 RESULT_PREFIX = "arq:result:"
 IN_PROGRESS_PREFIX = "arq:in-progress:"
+RETRY_PREFIX = "arq:retry:"
 EXPIRES_EXTRA_MS = 86_400_000
 
 # How arq's ``create_pool`` connects (``RedisSettings`` defaults): seconds to connect, and how
@@ -113,11 +114,11 @@ if outcome then
   return outcome
 end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  if redis.call('SISMEMBER', KEYS[5], ARGV[4]) == 0 then
-    if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then
+  if redis.call('SADD', KEYS[5], ARGV[4]) == 1 then
+    if redis.call('SCARD', KEYS[5]) > tonumber(ARGV[5]) then
+      redis.call('SREM', KEYS[5], ARGV[4])
       return 0
     end
-    redis.call('SADD', KEYS[5], ARGV[4])
     redis.call('PEXPIRE', KEYS[5], ARGV[6])
   end
   redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])

@@ -28,6 +28,8 @@ from verifier.jobs import REDIS_DOWN, Verifier, verify_payment
 from verifier.metrics import serve_worker_metrics
 from verifier.queue import (
     IN_PROGRESS_PREFIX,
+    JOB_PREFIX,
+    RETRY_PREFIX,
     VERIFY_PAYMENT,
     JobStart,
     json_dumps,
@@ -235,8 +237,10 @@ class VerifierWorker(Worker):
             await arq_write()
             return
         if finish:
-            # Removed from the queue: arq's write (SET result, DEL, ZREM) is idempotent.
-            write: Callable[[], Awaitable[None]] = arq_write
+            # Removed from the queue, without arq's result: the outcome is in the store already.
+            write: Callable[[], Awaitable[None]] = functools.partial(
+                self._finished, job_id, keep_in_progress
+            )
         else:
             # Due again at now + defer (arq's increment, applied to the moved score), or at once,
             # at the score the job had when claimed.
@@ -279,6 +283,25 @@ class VerifierWorker(Worker):
             await self.on_shutdown(self.ctx)
         await self.pool.aclose(close_connection_pool=True)
         self._pool = None
+
+    async def _finished(self, job_id: str, keep_in_progress: float | None) -> None:
+        """End a finished job: its record, try count and mark deleted, out of the queue.
+
+        arq's finish (a MULTI of SET result, DEL, ZREM of the abort set and of the queue: 6
+        commands) less what nothing reads: the result (every finished job has its outcome in
+        the store, which the gate's submit reads first) and the abort set (no job is aborted).
+        Two commands in one round trip, not a transaction: both are idempotent, and a job whose
+        record is gone but still queued is ended by arq's "job expired" path when next read.
+        """
+        async with self.pool.pipeline(transaction=False) as pipe:
+            in_progress = IN_PROGRESS_PREFIX + job_id
+            if keep_in_progress is None:
+                pipe.delete(in_progress, RETRY_PREFIX + job_id, JOB_PREFIX + job_id)
+            else:
+                pipe.pexpire(in_progress, int(keep_in_progress * 1000))
+                pipe.delete(RETRY_PREFIX + job_id, JOB_PREFIX + job_id)
+            pipe.zrem(self.queue_name, job_id)
+            await pipe.execute()
 
     async def _requeue(
         self, job_id: str, score: int | bytes, keep_in_progress: float | None
@@ -397,7 +420,8 @@ def make_worker(settings: Settings, *, burst: bool = False, **overrides: Any) ->
         # The key `x402-verifier doctor --worker` reads (arq's default: every hour).
         "health_check_interval": w.health_check_interval,
         "max_tries": MAX_TRIES,
-        "keep_result": 60,
+        # No arq results: outcomes are the store's (``_finished`` does not write them).
+        "keep_result": 0,
         # Outcomes are in Redis (keys, stream) already; logging each one again costs CPU.
         "log_results": False,
         "retry_jobs": True,
