@@ -112,6 +112,11 @@ class VerifierWorker(Worker):
     arq; nothing assumes a score is near the current time (the gate may score fresh jobs far in
     the past, ahead of retries).
 
+    **A finished job ends in two commands** (``_finished``): its record, try count and mark
+    deleted and its queue entry removed, where arq's finish (a MULTI) also writes arq's result
+    and cleans the abort set. Nothing reads the result (the outcome is the store's, and the
+    gate's submit reads it first) and no job is aborted; ``keep_result`` is 0.
+
     **Redis outages** do not end the worker (arq's poll loop would raise and exit): a poll that
     finds Redis unreachable waits with exponential backoff (0.1 s doubling to 5 s) and polls
     again, logging one warning per outage and one line when Redis answers again; jobs in flight
