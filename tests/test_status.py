@@ -17,9 +17,12 @@ import pytest
 from devchain.redis_server import RedisServer
 from tests.evm_fixtures import NETWORK, PAYEE, EvmEnv, evm_settings
 from tests.support import KEY, SettingsFactory, running_worker, serve
+from tests.test_store import receipt
 from tests.test_trace import paid_request
 from verifier.asgi import create_app
 from verifier.cli import main
+from verifier.status import TRACE_SCAN, Query, find_receipts
+from verifier.store import Keys, dump
 from verifier.wire import decode_payment_response
 
 TOKEN = "status-read-t0ken-for-the-tests"
@@ -177,3 +180,31 @@ async def test_the_gate_endpoint_says_redis_is_down(
     assert down.status_code == 503 and down.headers["Retry-After"] == "2"
     assert down.json() == {"error": "verification store unavailable, try again"}
     assert unauthorized.status_code == 401  # the token is checked first, without Redis
+
+
+async def test_a_trace_id_is_looked_for_among_the_latest_receipts_only(
+    make_settings: SettingsFactory, redis: Any
+) -> None:
+    settings = make_settings()
+    stream = Keys(settings.store.prefix).stream
+
+    def traced(i: int, trace: str) -> bytes:
+        plain = receipt(f"n{i}", f"0x{i:064x}")
+        return dump(plain.model_copy(update={"extensions": {"trace": {"traceId": trace}}}))
+
+    # As the claim appends them (verifier/store.py), oldest first: one beyond the scan, then
+    # TRACE_SCAN newer ones, two of which share a trace id 600 and 700 entries from the newest.
+    shared = {TRACE_SCAN - 600, TRACE_SCAN - 700}
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(stream, {"receipt": traced(0, "oldest")})
+        for i in range(1, TRACE_SCAN + 1):
+            pipe.xadd(stream, {"receipt": traced(i, "shared" if i in shared else f"t{i}")})
+        await pipe.execute()
+    oldest = await find_receipts(redis, settings, Query(trace="oldest"))
+    both = await find_receipts(redis, settings, Query(trace="shared"))
+    one = await find_receipts(redis, settings, Query(trace="shared", limit=1))
+    newest = await find_receipts(redis, settings, Query(trace=f"t{TRACE_SCAN}"))
+    assert oldest == []  # the 10,001st newest receipt is not searched
+    assert [r.nonce for r in both] == [f"n{TRACE_SCAN - 600}", f"n{TRACE_SCAN - 700}"]
+    assert [r.nonce for r in one] == [f"n{TRACE_SCAN - 600}"]
+    assert [r.nonce for r in newest] == [f"n{TRACE_SCAN}"]
