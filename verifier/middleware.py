@@ -372,7 +372,7 @@ class RequirePayment:
         """Close the gate this dependency connected (not one it was given)."""
         if self._own and self._gate is not None:
             await self._gate.close()
-            self._gate = None
+            self._gate, self._script = None, None  # the script is bound to that gate's client
 
     async def __call__(self, request: Request, response: Response) -> AsyncIterator[Receipt]:
         g = await self._connected()
