@@ -204,6 +204,14 @@ SOLANA = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
             "routes[0].path: '/healthz' is the gate's",
         ),
         (
+            _route().replace('path = "/x"', 'path = "/x402/receipts"'),
+            "routes[0].path: '/x402/receipts' is gate.receipts_path (the status read)",
+        ),
+        ('[gate]\nreceipts_path = "/metrics"\n', "gate.receipts_path: it is gate.metrics_path"),
+        ('[gate]\nreceipts_path = "/healthz"\n', "gate.receipts_path: '/healthz' is the gate's"),
+        ('[gate]\nmetrics_path = "/healthz"\n', "gate.metrics_path: '/healthz' is the gate's"),
+        ('[gate]\nreceipts_path = "x402/receipts"\n', "gate.receipts_path"),
+        (
             _route(
                 accept=f'asset = "USDC"\npay_to = "{EVM_PAYEE}"\namount = 1\n'
                 "max_timeout_seconds = 5"
@@ -248,6 +256,8 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path, text: str, fragme
         _route() + _asset("eip155:8453", "USDC", "0x" + "33" * 20),
         _route(network="acme:1", accept='asset = "COIN"\npay_to = "shop"\namount = 1')
         + _asset("acme:1", "COIN", "coin"),
+        # The status read turned off: its default path is free for a route.
+        _route().replace('path = "/x"', 'path = "/x402/receipts"') + '[gate]\nreceipts_path = ""\n',
     ],
 )
 def test_settings_that_work_load(tmp_path: Path, text: str) -> None:

@@ -14,11 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
+from devchain.redis_server import RedisServer
 from tests.evm_fixtures import NETWORK, PAYEE, EvmEnv, evm_settings
 from tests.support import KEY, SettingsFactory, running_worker, serve
+from tests.test_store import receipt
 from tests.test_trace import paid_request
 from verifier.asgi import create_app
 from verifier.cli import main
+from verifier.status import TRACE_SCAN, Query, find_receipts
+from verifier.store import Keys, dump
 from verifier.wire import decode_payment_response
 
 TOKEN = "status-read-t0ken-for-the-tests"
@@ -89,6 +93,9 @@ def test_the_cli_finds_receipts_by_each_selector(paid: Paid) -> None:
     assert cli(*config, "--tx", tx.upper().replace("0X", "0x"))[1] == [second]
     assert cli(*config, "--tx", tx, "--network", NETWORK)[1] == [second]
     assert cli(*config, "--tx", f"{NETWORK}:{tx}")[1] == [second]  # a consumption key
+    upper = f"{NETWORK}:0x{tx[2:].upper()}"  # ... canonicalized too, with or without --network
+    assert cli(*config, "--tx", upper)[1] == [second]
+    assert cli(*config, "--tx", upper, "--network", NETWORK)[1] == [second]
     assert cli(*config, "--nonce", first["nonce"])[1] == [first]
     assert cli(*config, "--trace", "support-case-2")[1] == [third]
 
@@ -120,6 +127,9 @@ async def test_the_gate_endpoint_answers_behind_the_token(paid: Paid) -> None:
         latest = await http.get(endpoint, headers=AUTH)
         by_trace = await http.get(endpoint, params={"trace": "support-case-0"}, headers=AUTH)
         by_tx = await http.get(endpoint, params={"tx": third["transaction"]}, headers=AUTH)
+        by_key = await http.get(
+            endpoint, params={"tx": f"{NETWORK}:0x{third['transaction'][2:].upper()}"}, headers=AUTH
+        )
         nothing = await http.get(endpoint, params={"trace": "support-case-9"}, headers=AUTH)
         unauthorized = [
             await http.get(endpoint, headers=headers)
@@ -133,14 +143,68 @@ async def test_the_gate_endpoint_answers_behind_the_token(paid: Paid) -> None:
                 {"limit": "many"},
                 {"trace": "x" * 600},
                 {"from": "yesterday"},
+                "trace=support-case-0&trace=support-case-1",
+                {"limit": "1_0"},
+                {"limit": "+5"},
+                {"trace": ""},
             )
         ]
     assert latest.status_code == 200 and latest.json()["receipts"][0] == third
     assert by_trace.json()["receipts"] == [first]  # not another trace's receipt
     assert by_tx.json()["receipts"] == [third]
+    assert by_key.json()["receipts"] == [third]  # a consumption key, canonicalized
     assert nothing.status_code == 404
+    assert nothing.json()["error"] == "no receipt matches among the latest 10000 receipts"
     for answer in unauthorized:
         assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
         assert "receipts" not in answer.json()
-    assert [b.status_code for b in bad] == [400] * 5
+    assert [b.status_code for b in bad] == [400] * 9
     assert all("error" in b.json() for b in bad)
+    assert bad[5].json()["error"] == "trace is given twice"
+    assert bad[6].json()["error"] == "limit is 1 to 100"
+
+
+async def test_the_gate_endpoint_says_redis_is_down(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("X402_API_TOKEN", TOKEN)
+    own = RedisServer().start()
+    try:
+        async with serve(create_app(make_settings(redis_url=own.url))) as url:
+            own.stop()
+            async with httpx.AsyncClient() as http:
+                down = await http.get(url + "/x402/receipts", headers=AUTH)
+                unauthorized = await http.get(url + "/x402/receipts")
+    finally:
+        own.stop()
+    assert down.status_code == 503 and down.headers["Retry-After"] == "2"
+    assert down.json() == {"error": "verification store unavailable, try again"}
+    assert unauthorized.status_code == 401  # the token is checked first, without Redis
+
+
+async def test_a_trace_id_is_looked_for_among_the_latest_receipts_only(
+    make_settings: SettingsFactory, redis: Any
+) -> None:
+    settings = make_settings()
+    stream = Keys(settings.store.prefix).stream
+
+    def traced(i: int, trace: str) -> bytes:
+        plain = receipt(f"n{i}", f"0x{i:064x}")
+        return dump(plain.model_copy(update={"extensions": {"trace": {"traceId": trace}}}))
+
+    # As the claim appends them (verifier/store.py), oldest first: one beyond the scan, then
+    # TRACE_SCAN newer ones, two of which share a trace id 600 and 700 entries from the newest.
+    shared = {TRACE_SCAN - 600, TRACE_SCAN - 700}
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(stream, {"receipt": traced(0, "oldest")})
+        for i in range(1, TRACE_SCAN + 1):
+            pipe.xadd(stream, {"receipt": traced(i, "shared" if i in shared else f"t{i}")})
+        await pipe.execute()
+    oldest = await find_receipts(redis, settings, Query(trace="oldest"))
+    both = await find_receipts(redis, settings, Query(trace="shared"))
+    one = await find_receipts(redis, settings, Query(trace="shared", limit=1))
+    newest = await find_receipts(redis, settings, Query(trace=f"t{TRACE_SCAN}"))
+    assert oldest == []  # the 10,001st newest receipt is not searched
+    assert [r.nonce for r in both] == [f"n{TRACE_SCAN - 600}", f"n{TRACE_SCAN - 700}"]
+    assert [r.nonce for r in one] == [f"n{TRACE_SCAN - 600}"]
+    assert [r.nonce for r in newest] == [f"n{TRACE_SCAN}"]

@@ -248,7 +248,7 @@ async def receipts_endpoint(request: Request, gate: Gate) -> Response:
     """``GET gate.receipts_path?tx=…[&network=…]|nonce=…|trace=…[&limit=…]``: the status read
     (``verifier.status``) behind the ``api`` bearer token."""
     from verifier.auth import bearer_ok
-    from verifier.status import BadQuery, Query, find_receipts
+    from verifier.status import BadQuery, find_receipts, nothing_found, query_from_params
 
     def answer(status: int, content: object, headers: dict[str, str] | None = None) -> Response:
         return Response(orjson.dumps(content), status, headers, media_type="application/json")
@@ -259,24 +259,17 @@ async def receipts_endpoint(request: Request, gate: Gate) -> Response:
             {"error": "a bearer token is required (Authorization: Bearer <token>)"},
             {"WWW-Authenticate": "Bearer"},
         )
-    params = request.query_params
-    unknown = set(params) - {"tx", "network", "nonce", "trace", "limit"}
-    if unknown:
-        return answer(400, {"error": f"unknown parameter {sorted(unknown)[0]!r}"})
     try:
-        limit = int(params.get("limit", "10"))
-        query = Query(
-            tx=params.get("tx"),
-            network=params.get("network"),
-            nonce=params.get("nonce"),
-            trace=params.get("trace"),
-            limit=limit,
-        )
+        query = query_from_params(request.query_params.multi_items())
         found = await find_receipts(gate.redis, gate.settings, query)
-    except (BadQuery, ValueError) as exc:
-        return answer(400, {"error": str(exc) if isinstance(exc, BadQuery) else "bad limit"})
+    except BadQuery as exc:
+        return answer(400, {"error": str(exc)})
+    except RedisError as exc:
+        log.error("status read failed, Redis unavailable: %s", exc)
+        note = "verification store unavailable, try again"
+        return answer(503, {"error": note}, {"Retry-After": RETRY_AFTER})
     if not found:
-        return answer(404, {"error": "no receipt matches", "receipts": []})
+        return answer(404, {"error": nothing_found(query), "receipts": []})
     return answer(200, {"receipts": [r.model_dump(by_alias=True, mode="json") for r in found]})
 
 

@@ -333,7 +333,7 @@ async def _receipts(settings: Settings, query: object) -> list[str]:
 
 
 def cmd_receipts(args: argparse.Namespace) -> int:
-    from verifier.status import TRACE_SCAN, BadQuery, Query
+    from verifier.status import BadQuery, Query, nothing_found
 
     settings = _settings(args)
     try:
@@ -353,8 +353,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     if not lines:
-        scope = f" among the latest {TRACE_SCAN} receipts" if args.trace else ""
-        print(f"x402-verifier: no receipt matches{scope}", file=sys.stderr)
+        print(f"x402-verifier: {nothing_found(query)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 

@@ -36,27 +36,32 @@ The resource URL is the path with the query, so one challenge pays for one query
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from verifier.asgi import RETRY_AFTER, PaidRoute, _error, _json_402
-from verifier.delivery import StoredResponse, UpstreamFailed
+from verifier.delivery import LEASE_MARGIN, StoredResponse, UpstreamFailed
 from verifier.gate import Gate, Offer
 from verifier.models import SCHEME, Failure, ReasonCode, Receipt, ResourceInfo, failure
 from verifier.settings import AcceptSettings, RouteSettings, Settings
 from verifier.trace import TraceMiddleware
 from verifier.wire import proof_header, response_headers
+
+log = logging.getLogger(__name__)
 
 Price = Callable[[Request], int | Awaitable[int]]
 STATE_KEY = "x402_receipt"
@@ -238,25 +243,37 @@ def paid_receipt(request: Request) -> Receipt:
 
 # -- a FastAPI dependency, without the middleware --------------------------------------------
 
-# KEYS: the payment's mark on this path. ARGV: now, retention s, "once" | access period s.
+# KEYS: called (when the payment's first call on this path began), calling (a call in
+# progress). ARGV: now, retention s, "once" | access period s, in-progress lease s.
 _BEGIN_CALL = """
 local first = redis.call('GET', KEYS[1])
 if not first then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return 1
+  if ARGV[3] == 'once' then
+    redis.call('SET', KEYS[2], '1', 'EX', ARGV[4])
+  end
+  return 'begun'
 end
-if ARGV[3] ~= 'once' and tonumber(ARGV[1]) - tonumber(first) <= tonumber(ARGV[3]) then
-  return 1
+if ARGV[3] ~= 'once' then
+  if tonumber(ARGV[1]) - tonumber(first) <= tonumber(ARGV[3]) then
+    return 'begun'
+  end
+  return 'redeemed'
 end
-return 0
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'busy'
+end
+return 'redeemed'
 """
+STORE_DOWN = "verification store unavailable, retry the same proof"
 
 
 class PaymentRequiredError(HTTPException):
     """What ``require_payment`` raises when a request has not paid (yet): ``response`` is the
-    gate's answer (``402`` with a challenge, ``429``, ``503``). FastAPI's default handler sends
-    its status and headers (``PAYMENT-REQUIRED``, ``PAYMENT-RESPONSE``, ``Retry-After``) with
-    ``{"detail": <the body>}``; ``payment_error_handler`` sends the gate's body as it is."""
+    gate's answer (``402`` with a challenge, ``400``, ``429``, ``503``). FastAPI's default
+    handler sends its status and headers (``PAYMENT-REQUIRED``, ``PAYMENT-RESPONSE``,
+    ``Retry-After``) with ``{"detail": <the body>}``; ``payment_error_handler`` sends the gate's
+    body as it is."""
 
     def __init__(self, response: Response) -> None:
         body = orjson.loads(bytes(response.body)) if response.body else None
@@ -293,17 +310,27 @@ def require_payment(
     Without a proof the request gets the gate's ``402`` and challenge (``PaymentRequiredError``);
     with one it is settled by the gate library and the worker pool (``Gate.settle``), and the
     handler runs with the receipt and answers with ``PAYMENT-RESPONSE`` set. A failure gets the
-    gate's answer (a fresh challenge and the reason). ``price(request)`` and ``max_amount`` work
-    as in ``PaidPath``. Give ``gate`` (one per process), or ``settings`` and it connects one at
-    the first request (``await paid.aclose()`` at shutdown closes it).
+    gate's answer (a fresh challenge and the reason; ``429``; ``503`` with ``Retry-After`` when
+    Redis is down). ``price(request)`` and ``max_amount`` work as in ``PaidPath`` (a request
+    that cannot be priced, or above the cap, gets ``400``). Give ``gate`` (one per process), or
+    ``settings`` and it connects one at the first request (``await paid.aclose()`` at shutdown
+    closes it).
 
     **What one payment buys.** A dependency cannot keep the handler's response for replays, as
     the middleware does, so: ``delivery="once"`` (the default), a payment buys one handler call on
-    this path; the same proof again gets ``402`` ``payment_already_redeemed``, also when the
-    first call's response was lost (use ``PaymentMiddleware`` to replay it instead). A handler
-    that raises gives the payment back: the same proof may be sent again. ``"entitlement"``: any
-    number of calls for ``access_period`` seconds after the first. The mark is kept in Redis as
-    long as the payment's receipt, so it never expires into a second use.
+    this path. The same proof again gets ``402`` ``payment_already_redeemed``, also when the
+    first call's response was lost (use ``PaymentMiddleware`` to replay it instead); while the
+    first call is still running (up to ``gate.upstream_timeout`` + 10 s) it gets ``503`` with
+    ``Retry-After`` instead, since that call may yet fail. A call that does not complete, the
+    handler (or a dependency after this one) raising, FastAPI refusing the request's parameters
+    (``422``), gives the payment back: the same proof may be sent again. ``"entitlement"``: any
+    number of calls for ``access_period`` seconds after the first, which starts the period
+    whatever it answers. The marks are kept in Redis as long as the payment's receipt, so they
+    never expire into a second use.
+
+    **Headers.** FastAPI adds a dependency's headers to the response it makes of the handler's
+    return value, not to a ``Response`` the handler returns itself: such a handler sets them,
+    ``JSONResponse(..., headers=verifier.wire.response_headers(receipt))``.
     """
     if (settings is None) == (gate is None):
         raise TypeError("give settings (the dependency connects its own gate) or a gate")
@@ -330,18 +357,22 @@ class RequirePayment:
         self._settings = settings
         self._gate = gate
         self._own = gate is None
+        self._connecting = asyncio.Lock()
+        self._script: AsyncScript | None = None
 
     async def _connected(self) -> Gate:
         if self._gate is None:
-            assert self._settings is not None
-            self._gate = await Gate.connect(self._settings)
+            async with self._connecting:  # concurrent first requests connect one gate
+                if self._gate is None:
+                    assert self._settings is not None
+                    self._gate = await Gate.connect(self._settings)
         return self._gate
 
     async def aclose(self) -> None:
         """Close the gate this dependency connected (not one it was given)."""
         if self._own and self._gate is not None:
             await self._gate.close()
-            self._gate = None
+            self._gate, self._script = None, None  # the script is bound to that gate's client
 
     async def __call__(self, request: Request, response: Response) -> AsyncIterator[Receipt]:
         g = await self._connected()
@@ -349,36 +380,46 @@ class RequirePayment:
         try:
             offers = await route.offers_for(request)
         except PriceRefused as exc:
-            raise HTTPException(400, detail=str(exc)) from None
+            raise PaymentRequiredError(_error(400, str(exc), {})) from None
         resource = route.resource(request)
         header = proof_header(request.headers)
         if header is None:
             challenge = g.challenge(resource, offers, error="payment required")
             raise PaymentRequiredError(_json_402(challenge))
+        keys: list[str] = []
+        state = b""
         try:
             outcome = await g.settle(header, resource=resource.url, offers=offers)
-            if isinstance(outcome, Failure):
-                raise PaymentRequiredError(route._refused(resource, outcome, offers))
-            mark = f"{g.store.keys.prefix}:dependency:{_ck(outcome)}:{request.url.path}"
-            period = "once" if self.delivery == "once" else str(self.access_period)
-            store = g.settings.store
-            retention = max(store.used_tx_retention, store.receipt_retention)
-            begun = await g.redis.register_script(_BEGIN_CALL)(
-                keys=[mark], args=[int(time.time()), retention, period]
-            )
-        except RedisError:
-            note = "verification store unavailable, retry the same proof"
+            if isinstance(outcome, Receipt):
+                keys = self._keys(g, outcome, request.url.path)
+                state = await self._begin(g, keys)
+        except RedisError as exc:
+            log.error("paid request failed, Redis unavailable: %s", exc)
+            down = _error(503, STORE_DOWN, {"Retry-After": RETRY_AFTER})
+            raise PaymentRequiredError(down) from None
+        except Exception:
+            # A bug must not cost a payment: nothing was consumed, the same proof retries.
+            log.exception("paid request to %s failed unexpectedly", request.url.path)
+            note = "the gate failed unexpectedly, retry the same proof"
             raise PaymentRequiredError(_error(503, note, {"Retry-After": RETRY_AFTER})) from None
-        if not begun:
+        if isinstance(outcome, Failure):
+            raise PaymentRequiredError(route._refused(resource, outcome, offers))
+        paid = response_headers(outcome)
+        if state == b"busy":  # not final: the first call may still fail and give the payment back
+            note = "this payment's call on this path is in progress, send the same proof again"
+            raise PaymentRequiredError(_error(503, note, {**paid, "Retry-After": RETRY_AFTER}))
+        if state == b"redeemed":
             done = failure(
                 ReasonCode.PAYMENT_ALREADY_REDEEMED,
-                "this payment has bought its call on this path",
+                "this payment has bought its call on this path"
+                if self.delivery == "once"
+                else "the access period this payment bought has ended",
                 network=outcome.network,
                 nonce=outcome.nonce,
                 transaction=outcome.transaction,
             )
             raise PaymentRequiredError(route._refused(resource, done, offers))
-        for name, value in response_headers(outcome).items():
+        for name, value in paid.items():
             response.headers[name] = value
         request.state.x402_receipt = outcome
         try:
@@ -386,8 +427,27 @@ class RequirePayment:
         except Exception:
             if self.delivery == "once":  # nothing was delivered: the same proof may come again
                 with contextlib.suppress(RedisError):
-                    await g.redis.delete(mark)
+                    await g.redis.delete(*keys)
             raise
+        finally:
+            if self.delivery == "once":  # the call is over (a crash leaves it to expire)
+                with contextlib.suppress(RedisError):
+                    await g.redis.delete(keys[1])
+
+    def _keys(self, gate: Gate, receipt: Receipt, path: str) -> list[str]:
+        ck, keys = _ck(receipt), gate.store.keys
+        return [keys.called(ck, path), keys.calling(ck, path)]
+
+    async def _begin(self, gate: Gate, keys: list[str]) -> bytes:
+        """``begun``, ``busy`` (a call on this payment is in progress) or ``redeemed``."""
+        store = gate.settings.store
+        retention = max(store.used_tx_retention, store.receipt_retention)
+        period = "once" if self.delivery == "once" else str(self.access_period)
+        lease = int(gate.settings.gate.upstream_timeout + LEASE_MARGIN)
+        if self._script is None:
+            self._script = gate.redis.register_script(_BEGIN_CALL)
+        state = await self._script(keys=keys, args=[int(time.time()), retention, period, lease])
+        return state if isinstance(state, bytes) else str(state).encode()
 
 
 class _DependencyRoute(_AppRoute):

@@ -579,6 +579,10 @@ class Settings(BaseSettings):
             )
         if self.gate.receipts_path and self.gate.receipts_path == self.gate.metrics_path:
             raise ValueError("gate.receipts_path: it is gate.metrics_path too")
+        for name in ("metrics_path", "receipts_path"):
+            # /healthz comes first among the gate's routes: the other would never be reached.
+            if getattr(self.gate, name) in RESERVED_PATHS:
+                raise ValueError(f"gate.{name}: {getattr(self.gate, name)!r} is the gate's own")
         for i, route in enumerate(self.routes):
             if route.path == self.gate.metrics_path:
                 raise ValueError(

@@ -7,7 +7,7 @@ of:
 - nothing: the latest ``limit`` receipts, newest first (the receipts stream);
 - ``tx``: a transaction, as the payer or the chain writes it (canonicalized per network as the
   gate does: ``0xABC…`` and ``0xabc…`` are one EVM transaction), on ``network`` or on every
-  configured network; a consumption key (``<CAIP-2>:<txid>``) is taken as it is;
+  configured network; or a consumption key (``<CAIP-2>:<txid>``), its txid canonicalized too;
 - ``nonce``: the challenge nonce the payment answered;
 - ``trace``: the ``x-trace-id`` of the request whose verification made the receipt. Receipts
   are not indexed by trace id: the stream is read newest first, at most ``TRACE_SCAN``
@@ -20,6 +20,7 @@ stream while it holds fewer than ``store.stream_maxlen`` newer ones.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -33,6 +34,8 @@ from verifier.txid import canonical_tx_ref
 # Stream entries read, newest first, when looking for a trace id.
 TRACE_SCAN = 10_000
 MAX_LIMIT = 100
+DEFAULT_LIMIT = 10
+PARAMETERS = ("tx", "network", "nonce", "trace", "limit")
 _SAFE = re.compile(r"^[\x21-\x7e]{1,512}$")  # printable ASCII, no spaces
 
 
@@ -46,7 +49,7 @@ class Query:
     network: str | None = None
     nonce: str | None = None
     trace: str | None = None
-    limit: int = 10
+    limit: int = DEFAULT_LIMIT
 
     def __post_init__(self) -> None:
         chosen = [name for name in ("tx", "nonce", "trace") if getattr(self, name) is not None]
@@ -60,6 +63,34 @@ class Query:
             value = getattr(self, name)
             if value is not None and not _SAFE.match(value):
                 raise BadQuery(f"{name} is 1 to 512 printable characters without spaces")
+
+
+def query_from_params(params: Iterable[tuple[str, str]]) -> Query:
+    """The query that the endpoint's parameters (name, value pairs, repeats kept) make;
+    ``BadQuery`` for an unknown or repeated parameter, or a limit that is not a number."""
+    given: dict[str, str] = {}
+    for name, value in params:
+        if name not in PARAMETERS:
+            raise BadQuery(f"unknown parameter {name!r} (give {', '.join(PARAMETERS)})")
+        if name in given:
+            raise BadQuery(f"{name} is given twice")
+        given[name] = value
+    limit = given.get("limit")
+    if limit is not None and not re.fullmatch(r"[0-9]{1,3}", limit):
+        raise BadQuery(f"limit is 1 to {MAX_LIMIT}")
+    return Query(
+        tx=given.get("tx"),
+        network=given.get("network"),
+        nonce=given.get("nonce"),
+        trace=given.get("trace"),
+        limit=DEFAULT_LIMIT if limit is None else int(limit),
+    )
+
+
+def nothing_found(query: Query) -> str:
+    """What to say when ``query`` found no receipt (a trace id is looked for in part only)."""
+    scope = f" among the latest {TRACE_SCAN} receipts" if query.trace is not None else ""
+    return f"no receipt matches{scope}"
 
 
 async def find_receipts(redis: Redis, settings: Settings, query: Query) -> list[Receipt]:
@@ -79,15 +110,19 @@ async def find_receipts(redis: Redis, settings: Settings, query: Query) -> list[
 
 
 def _consumption_keys(settings: Settings, tx: str, network: str | None) -> list[str]:
-    networks = [network] if network is not None else list(settings.networks)
     if network is not None and network not in settings.networks:
         raise BadQuery(f"network {network} is not configured here")
-    found = []
-    if network is None and any(tx.startswith(n + ":") for n in settings.networks):
-        found.append(tx)  # a consumption key already
-    for candidate in networks:
+    networks = [network] if network is not None else list(settings.networks)
+    # A consumption key (<CAIP-2>:<txid>) names its network; its txid is canonicalized too, so
+    # that one written in upper case is found.
+    named = [n for n in networks if tx.startswith(n + ":")]
+    if named:
+        candidates, found = [(n, tx[len(n) + 1 :]) for n in named], [tx]
+    else:
+        candidates, found = [(n, tx) for n in networks], []
+    for candidate, ref in candidates:
         try:
-            found.append(f"{candidate}:{canonical_tx_ref(candidate, tx, nonce='')}")
+            found.append(f"{candidate}:{canonical_tx_ref(candidate, ref, nonce='')}")
         except InvalidProof:
             continue  # not a transaction id of that chain
     return list(dict.fromkeys(found))

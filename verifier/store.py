@@ -97,6 +97,14 @@ class Keys:
     def delivery_access(self, consumption_key: str, path: str) -> str:
         return f"{self.prefix}:delivery:access:{consumption_key}:{path}"
 
+    # What a payment bought on a route made paid by ``verifier.middleware.require_payment``:
+    # when its first handler call began, and a call in progress.
+    def called(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:called:{consumption_key}:{path}"
+
+    def calling(self, consumption_key: str, path: str) -> str:
+        return f"{self.prefix}:calling:{consumption_key}:{path}"
+
 
 class ClaimStatus(StrEnum):
     NEW = "new"  # this proof consumed the transaction now
