@@ -45,8 +45,10 @@ class Rig:
 
 
 def records(log: str) -> list[str]:
-    """The log's records: each starts with its timestamp, a traceback continues the record."""
-    return re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", log)
+    """The log's records: each starts with its timestamp, a traceback continues the record.
+    Without their final newline: the log may be read just after a record's last line."""
+    parts = re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", log)
+    return [part.rstrip("\n") for part in parts]
 
 
 @pytest.fixture
