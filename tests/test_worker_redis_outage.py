@@ -134,6 +134,10 @@ async def test_job_finished_during_the_outage_is_written_when_redis_returns(
         # Well before the job's in-progress key expires (JOB_TIMEOUT + 10 s).
         await seconds_to_receipt(r, header, offers, limit=JOB_TIMEOUT / 2)
         assert r.worker.poll() is None
+        # The receipt is published before the worker logs the attempt's end: wait for the line.
+        deadline = time.monotonic() + 10
+        while "verification ended: " not in r.log_text() and time.monotonic() < deadline:  # noqa: ASYNC110 (a log file has no event)
+            await asyncio.sleep(0.05)
         log = r.log_text()
     # The job's store write failed with Redis away: a one-line warning and a retry, no traceback
     # anywhere in the worker.
