@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -47,39 +47,49 @@ def _redis_down(settings: Settings, exc: BaseException) -> CannotStart:
     return CannotStart(f"cannot start: Redis at {settings.redis_url} is unreachable ({exc})")
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    from verifier.server import build_server, check_listen
+def _listen(args: argparse.Namespace, host: str, port: int, keys: str) -> tuple[str, int]:
+    """The command line's host and port, else the configuration's; ``CannotStart`` when
+    they cannot be listened on (``keys`` names the settings)."""
+    from verifier.server import check_listen
 
-    settings = _settings(args)
-    host = args.host or settings.gate.host
-    port = settings.gate.port if args.port is None else args.port
+    host = args.host or host
+    port = port if args.port is None else args.port
     try:
         check_listen(host, port)
     except OSError as exc:
-        raise CannotStart(
-            f"cannot start: cannot listen on {host}:{port} (gate.host, gate.port): {exc}"
-        ) from exc
+        raise CannotStart(f"cannot start: cannot listen on {host}:{port} ({keys}): {exc}") from exc
+    return host, port
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    connect: Callable[[], Awaitable[Any]],
+    make_app: Callable[[Any], Any],
+    **server: Any,
+) -> int:
+    """Serve ``make_app(service)`` until stopped, ``service`` (anything with ``close``) made by
+    ``connect`` before the server starts, so that Redis being down is one line here rather than
+    a traceback from the app's lifespan ("Application startup failed")."""
+    from verifier.server import build_server
+
     started = False
 
     async def serve() -> None:
         nonlocal started
-        from verifier.asgi import create_app
-        from verifier.gate import Gate
-
-        # Connected before the server starts, so that Redis being down is one line here rather
-        # than a traceback from the app's lifespan ("Application startup failed").
         try:
-            gate = await Gate.connect(settings)
+            service = await connect()
         except (RedisError, OSError, TimeoutError) as exc:
             raise _redis_down(settings, exc) from exc
         try:
-            server = build_server(settings, create_app(settings, gate), host=host, port=port)
+            app = build_server(settings, make_app(service), host=host, port=port, **server)
             try:
-                await server.serve()
+                await app.serve()
             finally:
-                started = server.started
+                started = app.started
         finally:
-            await gate.close()
+            await service.close()
 
     # As uvicorn.run does: Ctrl-C shuts down gracefully, then uvicorn raises it again.
     with contextlib.suppress(KeyboardInterrupt):
@@ -87,51 +97,35 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if started else EXIT_CANNOT_START
 
 
-def cmd_facilitator(args: argparse.Namespace) -> int:
-    from verifier.facilitator_api import Facilitator, create_facilitator_app
-    from verifier.server import build_server, check_listen
+def cmd_gate(args: argparse.Namespace) -> int:
+    from verifier.asgi import create_app
+    from verifier.gate import Gate
 
     settings = _settings(args)
-    host = args.host or settings.facilitator.host
-    port = settings.facilitator.port if args.port is None else args.port
-    try:
-        check_listen(host, port)
-    except OSError as exc:
-        raise CannotStart(
-            f"cannot start: cannot listen on {host}:{port} (facilitator.host, facilitator.port): "
-            f"{exc}"
-        ) from exc
+    host, port = _listen(args, settings.gate.host, settings.gate.port, "gate.host, gate.port")
+    return _serve(
+        settings, host, port, lambda: Gate.connect(settings), lambda g: create_app(settings, g)
+    )
+
+
+def cmd_facilitator(args: argparse.Namespace) -> int:
+    from verifier.facilitator_api import Facilitator, create_facilitator_app
+
+    settings = _settings(args)
+    config = settings.facilitator
+    host, port = _listen(args, config.host, config.port, "facilitator.host, facilitator.port")
     if settings.api.token() is None:
         logging.getLogger(__name__).warning(
             "%s is not set: every request will be refused (401)", settings.api.token_env
         )
-    started = False
-
-    async def serve() -> None:
-        nonlocal started
-        try:
-            facilitator = await Facilitator.start(settings)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise _redis_down(settings, exc) from exc
-        try:
-            app = create_facilitator_app(settings, facilitator)
-            server = build_server(
-                settings,
-                app,
-                host=host,
-                port=port,
-                max_body_bytes=settings.facilitator.max_body_bytes,
-            )
-            try:
-                await server.serve()
-            finally:
-                started = server.started
-        finally:
-            await facilitator.close()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-    return 0 if started else EXIT_CANNOT_START
+    return _serve(
+        settings,
+        host,
+        port,
+        lambda: Facilitator.start(settings),
+        lambda f: create_facilitator_app(settings, f),
+        max_body_bytes=config.max_body_bytes,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
