@@ -173,8 +173,8 @@ async def test_a_claimed_job_is_in_progress_for_arq(
     [(_, score)] = await redis.zrange(settings.queue_name, 0, -1, withscores=True)
     start = JobStart(redis, settings.queue_name)
     now = timestamp_ms()
-    due = await start.claim(job.job, now, now + 10_000)
-    assert due is not None and float(due) == score
+    claimed = await start.claim(job.job, now, now + 10_000)
+    assert claimed and float(claimed.due) == score
     arq_job = arq_view(redis, settings, job)
     assert await arq_job.status() is JobStatus.in_progress
     assert await start.claim(job.job, now, now + 10_000) is None  # held: nobody else starts it
@@ -187,9 +187,8 @@ async def test_a_claim_for_fresh_jobs_only_leaves_a_retry_due(
     settings, job = submitted
     start = JobStart(redis, settings.queue_name)
     now = timestamp_ms()
-    due = await start.claim(job.job, now, now + 10_000, retries=False)  # fresh: claimed
-    assert due is not None and due is not False
-    assert not JobStart.is_retry(due, now)
+    claimed = await start.claim(job.job, now, now + 10_000, retries=False)  # fresh: claimed
+    assert claimed and not claimed.is_retry(now)
     # Deferred by a transient outcome: now a retry, due again at now + 1 s.
     await redis.delete(constants.in_progress_key_prefix + job.job)
     await redis.zadd(settings.queue_name, {job.job: now + 1000}, xx=True)
@@ -197,8 +196,52 @@ async def test_a_claim_for_fresh_jobs_only_leaves_a_retry_due(
     assert await start.claim(job.job, later, later + 10_000, retries=False) is False
     assert await redis.zscore(settings.queue_name, job.job) == now + 1000  # left as it was
     assert not await redis.exists(constants.in_progress_key_prefix + job.job)
-    due = await start.claim(job.job, later, later + 10_000)
-    assert due is not None and due is not False and JobStart.is_retry(due, later)
+    claimed = await start.claim(job.job, later, later + 10_000)
+    assert claimed and claimed.is_retry(later)
+
+
+async def test_a_claim_reads_the_job_and_counts_a_retrys_try(
+    submitted: tuple[Settings, VerifyJob], redis: Redis
+) -> None:
+    """The claim is arq's job start too: the record, and the try (1 for a fresh job, which
+    reads no count; a retry counts it in arq's key)."""
+    settings, job = submitted
+    start = JobStart(redis, settings.queue_name)
+    now = timestamp_ms()
+    claimed = await start.claim(job.job, now, now + 10_000)
+    assert claimed and claimed.job_try == 1
+    assert claimed.record == await redis.get(constants.job_key_prefix + job.job)
+    assert not await redis.exists(constants.retry_key_prefix + job.job)
+    for expected in (2, 3):
+        await redis.delete(constants.in_progress_key_prefix + job.job)
+        await redis.zadd(settings.queue_name, {job.job: now}, xx=True)  # deferred, due again
+        now += 1
+        claimed = await start.claim(job.job, now, now + 10_000)
+        assert claimed and claimed.is_retry(now) and claimed.job_try == expected
+        # arq's key counts the starts after the first
+        assert await redis.get(constants.retry_key_prefix + job.job) == str(expected - 1).encode()
+    assert 0 < await redis.pttl(constants.retry_key_prefix + job.job) <= queue.TRY_COUNT_TTL_MS
+    # An expired record is claimed all the same, without it: the worker ends the job.
+    await redis.delete(
+        constants.in_progress_key_prefix + job.job, constants.job_key_prefix + job.job
+    )
+    await redis.zadd(settings.queue_name, {job.job: now}, xx=True)
+    claimed = await start.claim(job.job, now + 1, now + 10_000)
+    assert claimed and claimed.record is None and claimed.job_try == 4
+
+
+async def test_a_proof_submitted_again_is_queued_once(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    settings = make_settings()
+    job = a_job(settings)
+    jobs = JobQueue(redis, settings.queue_name, Store(redis, settings.store).keys)
+    for _ in range(3):
+        assert await jobs.submit(job, max_jobs_per_nonce=4, nonce_ttl_ms=60_000) is None
+    assert await redis.zcard(settings.queue_name) == 1
+    members = await redis.smembers(Store(redis, settings.store).keys.nonce_jobs(job.proof.nonce))
+    assert members == {job.job.encode()}
+    assert await redis.pttl(Store(redis, settings.store).keys.nonce_jobs(job.proof.nonce)) > 0
 
 
 async def test_the_worker_runs_a_submitted_job(

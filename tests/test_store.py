@@ -7,10 +7,10 @@ import asyncio
 import orjson
 from redis.asyncio import Redis
 
-from verifier.models import ReasonCode, Receipt, failure
-from verifier.queue import job_key
+from verifier.models import Failure, ReasonCode, Receipt, failure
+from verifier.queue import job_key, queue_entry
 from verifier.settings import StoreSettings
-from verifier.store import ClaimStatus, Store
+from verifier.store import ClaimStatus, QueueEntry, Store
 
 
 def receipt(nonce: str, tx: str = "0xaa") -> Receipt:
@@ -99,3 +99,50 @@ async def test_pending_then_final(redis: Redis) -> None:
     assert await store.pending("j") is None
     final = await store.outcome("j")
     assert final is not None and not final.success
+
+
+async def queued(redis: Redis, job: str) -> QueueEntry:
+    """A job as the queue holds it: its record, try count, mark and queue entry."""
+    entry = queue_entry("x402:verify", job)
+    for key in entry.keys:
+        await redis.set(key, b"1")
+    await redis.zadd(entry.queue, {job: 1})
+    return entry
+
+
+async def left_of(redis: Redis, entry: QueueEntry) -> list[str]:
+    keys = [k for k in entry.keys if await redis.exists(k)]
+    return keys + (["queue"] if await redis.zscore(entry.queue, entry.job) is not None else [])
+
+
+async def test_a_final_outcome_ends_its_job_in_the_same_step(redis: Redis) -> None:
+    """The claim and the stored failure remove the job with the outcome; a refused claim (its
+    refusal is stored next, by ``record_failure``) leaves it."""
+    store = Store(redis, StoreSettings())
+
+    async def claim_for(nonce: str, tx: str, job: str, entry: QueueEntry) -> ClaimStatus:
+        result = await store.claim(
+            nonce=nonce,
+            consumption_key=f"eip155:1:{tx}",
+            job=job,
+            receipt=receipt(nonce, tx),
+            nonce_ttl=600,
+            entry=entry,
+        )
+        return result.status
+
+    new = await queued(redis, "job-new")
+    assert await claim_for("n1", "0xaa", "job-new", new) is ClaimStatus.NEW
+    assert await left_of(redis, new) == []
+    same = await queued(redis, "job-same")  # the same payment, another proof of it
+    assert await claim_for("n1", "0xaa", "job-same", same) is ClaimStatus.SAME
+    assert await left_of(redis, same) == []
+    for nonce, tx in (("n2", "0xaa"), ("n1", "0xbb")):  # tx used, nonce used
+        refused = await queued(redis, f"job-{nonce}-{tx}")
+        assert await claim_for(nonce, tx, refused.job, refused) is not ClaimStatus.NEW
+        assert len(await left_of(redis, refused)) == 4
+        await store.record_failure(
+            refused.job, failure(ReasonCode.TX_ALREADY_USED, "x", nonce=nonce), 60, refused
+        )
+        assert await left_of(redis, refused) == []
+        assert isinstance(await store.outcome(refused.job), Failure)

@@ -52,7 +52,7 @@ from verifier.models import (
     Receipt,
     failure,
 )
-from verifier.queue import VerifyJob
+from verifier.queue import VerifyJob, queue_entry
 from verifier.settings import Settings
 from verifier.settlement import (
     Authorizations,
@@ -418,6 +418,7 @@ class Verifier:
                 receipt=paid.receipt,
                 nonce_ttl=int(deadline - now) + 60,
                 used_ttl=self.used_ttl(paid.extension.block_time, now),
+                entry=queue_entry(self.settings.queue_name, job.job),
             )
         CLAIMS.labels(claim.status.value).inc()
         if claim.receipt is not None:
@@ -431,7 +432,12 @@ class Verifier:
     async def _refuse(self, job: VerifyJob, outcome: Failure) -> Failure:
         """Store a final failure for the proof and announce it."""
         outcome = await self._explain_mismatch(outcome)
-        await self.store.record_failure(job.job, outcome, self.settings.store.receipt_retention)
+        await self.store.record_failure(
+            job.job,
+            outcome,
+            self.settings.store.receipt_retention,
+            queue_entry(self.settings.queue_name, job.job),
+        )
         return outcome
 
     async def _fail_internally(self, job: VerifyJob, deadline: float, job_try: int) -> Failure:

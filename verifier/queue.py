@@ -8,10 +8,13 @@ Redis both connect to (``RedisAddress``).
 
 Submitting and claiming are Lua versions of what arq's ``enqueue_job`` and job start do, writing
 arq's own records, so this module never imports arq and a gate never loads arq's worker: arq is
-imported only by ``redis_settings``, the worker's connection settings, when it is called. They
-are written against the arq versions pinned in ``pyproject.toml``; ``tests/test_queue.py`` checks
-that the installed arq is one of them, that the key prefixes below are arq's constants, and that a
-job written by ``JobQueue.submit`` is read by arq's ``Job.info()`` and run by the worker.
+imported only by ``redis_settings``, the worker's connection settings, when it is called. A job
+costs three round trips in all: the submit, the claim (which also reads the job and counts a
+retry's try), and the store's final write, which ends the job with its outcome
+(``queue_entry``). They are written against the arq versions pinned in ``pyproject.toml``;
+``tests/test_queue.py`` checks that the installed arq is one of them, that the key prefixes below
+are arq's constants, and that a job written by ``JobQueue.submit`` is read by arq's
+``Job.info()`` and run by the worker.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from redis.exceptions import RedisError
 from verifier.errors import TooManyProofs
 from verifier.models import Failure, PaymentPayload, Receipt
 from verifier.settings import Settings
-from verifier.store import Keys, parse_outcome
+from verifier.store import Keys, QueueEntry, parse_outcome
 
 if TYPE_CHECKING:
     from arq.connections import RedisSettings
@@ -49,6 +52,8 @@ RESULT_PREFIX = "arq:result:"
 IN_PROGRESS_PREFIX = "arq:in-progress:"
 RETRY_PREFIX = "arq:retry:"
 EXPIRES_EXTRA_MS = 86_400_000
+# How long a try count outlives its last write (arq's: 88,400 s).
+TRY_COUNT_TTL_MS = 88_400_000
 
 # How arq's ``create_pool`` connects (``RedisSettings`` defaults): seconds to connect, and how
 # many times to try again, how many seconds apart.
@@ -96,6 +101,12 @@ def job_key(nonce: str, tx_ref: str, signature: str | None = None, terms: bytes 
     return hashlib.sha256(head + terms).hexdigest()[:40]
 
 
+def queue_entry(queue_name: str, job_id: str) -> QueueEntry:
+    """Where job ``job_id`` sits in ``queue_name``, for the store to end it with its outcome."""
+    own = (JOB_PREFIX + job_id, RETRY_PREFIX + job_id, IN_PROGRESS_PREFIX + job_id)
+    return QueueEntry(queue_name, job_id, own)
+
+
 def job_record(job: VerifyJob, enqueued_ms: int) -> bytes:
     """The job as arq stores it (``arq.jobs.serialize_job``): no try yet, one argument."""
     payload = job.model_dump(by_alias=True, exclude_none=True)
@@ -103,34 +114,43 @@ def job_record(job: VerifyJob, enqueued_ms: int) -> bytes:
 
 
 # Enqueue a job unless the proof already has an outcome, in one round trip. The arq side is what
-# ``ArqRedis.enqueue_job`` does (job key with expiry, then the queue's sorted set), and like it,
-# an existing job or result means the proof is already being (or was) verified. A new job joins
-# its nonce's set of unfinished jobs (KEYS[5]), refused when that holds ARGV[5] already: one free
-# challenge cannot queue unlimited jobs. The set loses a job when its outcome is final
-# (``verifier.store``) and expires with the challenge (ARGV[6] ms).
+# ``ArqRedis.enqueue_job`` writes (the job's record with an expiry, then the queue's sorted set),
+# and like it, an existing job means the proof is already being verified: ``SET NX`` is the
+# check and the write in one command. A new job joins its nonce's set of unfinished jobs
+# (KEYS[4]), refused when that holds ARGV[5] already: one free challenge cannot queue unlimited
+# jobs. The set loses a job when its outcome is final (``verifier.store``) and expires with the
+# challenge (ARGV[6] ms), set once, when its first job creates it: later jobs of the same
+# challenge have no longer to live.
 _SUBMIT = """
 local outcome = redis.call('GET', KEYS[1])
 if outcome then
   return outcome
 end
-if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then
-  if redis.call('SADD', KEYS[5], ARGV[4]) == 1 then
-    if redis.call('SCARD', KEYS[5]) > tonumber(ARGV[5]) then
-      redis.call('SREM', KEYS[5], ARGV[4])
-      return 0
-    end
-    redis.call('PEXPIRE', KEYS[5], ARGV[6])
-  end
-  redis.call('PSETEX', KEYS[2], ARGV[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
+if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3], 'NX') then
+  return false
 end
+if redis.call('SADD', KEYS[4], ARGV[4]) == 1 then
+  local count = redis.call('SCARD', KEYS[4])
+  if count > tonumber(ARGV[5]) then
+    redis.call('SREM', KEYS[4], ARGV[4])
+    redis.call('DEL', KEYS[2])
+    return 0
+  end
+  if count == 1 then
+    redis.call('PEXPIRE', KEYS[4], ARGV[6])
+  end
+end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 return false
 """
 
-# Claim one job for a worker: arq's own check (not in progress elsewhere, still due) and its
-# in-progress mark, in one atomic round trip instead of WATCH, EXISTS, ZSCORE and MULTI/EXEC.
-# The claim also moves the job's score to when its in-progress key expires (ARGV[4]), so that
-# the due part of the queue holds only jobs nobody runs; it returns the score the job had.
+# Claim one job for a worker, and read it, in one atomic round trip: arq's own check (not in
+# progress elsewhere, still due) and its in-progress mark (in place of arq's WATCH, EXISTS,
+# ZSCORE and MULTI/EXEC), then what arq's job start reads in a MULTI of its own (the record, the
+# try count). The claim also moves the job's score to when its in-progress key expires (ARGV[4]),
+# so that the due part of the queue holds only jobs nobody runs. It returns the score the job
+# had, the record (nil once expired) and the try: 1 for a fresh job (scored ``FRESH_AHEAD_MS``
+# ahead, never run), which reads no try count; a retry counts its try in arq's key (KEYS[4]).
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
@@ -139,12 +159,21 @@ local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then
   return false
 end
-if ARGV[5] ~= '' and tonumber(score) >= tonumber(ARGV[5]) then
+local fresh = tonumber(score) < tonumber(ARGV[5])
+if ARGV[6] == '0' and not fresh then
   return -1
 end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-return score
+local record = redis.call('GET', KEYS[3])
+local try = 1
+if not fresh then
+  try = redis.call('INCR', KEYS[4]) + 1
+  if try == 2 then
+    redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  end
+end
+return {score, record, try}
 """
 
 
@@ -170,7 +199,6 @@ class JobQueue:
             keys=[
                 self._keys.outcome(job.job),
                 JOB_PREFIX + job.job,
-                RESULT_PREFIX + job.job,
                 self.name,
                 self._keys.nonce_jobs(nonce),
             ],
@@ -191,8 +219,26 @@ class JobQueue:
         return None if found is None else parse_outcome(found)
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A job a worker holds: the score it had, the record (``None`` once it expired), its try."""
+
+    due: bytes
+    record: bytes | None
+    job_try: int
+
+    def is_retry(self, now_ms: int) -> bool:
+        """Whether the job was due as a retry, not as a fresh job (scored far in the past)."""
+        return float(self.due) >= fresh_below(now_ms)
+
+
+def fresh_below(now_ms: int) -> int:
+    """Scores below this are fresh jobs': submitted ``FRESH_AHEAD_MS`` ahead, never run."""
+    return now_ms - FRESH_AHEAD_MS // 10
+
+
 class JobStart:
-    """The worker's side of the queue: claim one due job."""
+    """The worker's side of the queue: claim one due job and read it."""
 
     def __init__(self, redis: Redis, name: str) -> None:
         self.name = name
@@ -200,26 +246,36 @@ class JobStart:
 
     async def claim(
         self, job_id: str, now_ms: int, until_ms: int, *, retries: bool = True
-    ) -> bytes | Literal[False] | None:
-        """Hold ``job_id`` until ``until_ms`` if it is due and nobody runs it: its score then.
+    ) -> Claimed | Literal[False] | None:
+        """Hold ``job_id`` until ``until_ms`` if it is due and nobody runs it, and read it.
 
         ``None`` when it runs elsewhere, is finished, or was deferred meanwhile. With
-        ``retries=False`` only a fresh job (scored ``FRESH_AHEAD_MS`` ahead) is claimed; a due
-        retry is left where it is and the answer is ``False``.
+        ``retries=False`` only a fresh job is claimed; a due retry is left where it is and the
+        answer is ``False``.
         """
-        fresh_below = "" if retries else str(now_ms - FRESH_AHEAD_MS // 10)
-        due: bytes | int | None = await self._start(
-            keys=[IN_PROGRESS_PREFIX + job_id, self.name],
-            args=[job_id, now_ms, until_ms - now_ms, until_ms, fresh_below],
+        answer: list[Any] | int | None = await self._start(
+            keys=[
+                IN_PROGRESS_PREFIX + job_id,
+                self.name,
+                JOB_PREFIX + job_id,
+                RETRY_PREFIX + job_id,
+            ],
+            args=[
+                job_id,
+                now_ms,
+                until_ms - now_ms,
+                until_ms,
+                fresh_below(now_ms),
+                int(retries),
+                TRY_COUNT_TTL_MS,
+            ],
         )
-        if isinstance(due, int):
+        if isinstance(answer, int):
             return False
-        return due
-
-    @staticmethod
-    def is_retry(due: bytes, now_ms: int) -> bool:
-        """Whether a claimed job's score (``claim``'s answer) is a retry's, not a fresh job's."""
-        return float(due) >= now_ms - FRESH_AHEAD_MS // 10
+        if answer is None:
+            return None
+        due, record, job_try = answer
+        return Claimed(due, record, int(job_try))
 
 
 @dataclass(frozen=True, slots=True)

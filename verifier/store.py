@@ -26,33 +26,52 @@ from redis.asyncio import Redis
 from verifier.models import Failure, Receipt
 from verifier.settings import StoreSettings
 
+# KEYS[7] and after, when given: the job's queue and its own keys (``QueueEntry``), so that the
+# job ends in the same step that stores its outcome.
 _CLAIM = """
-local owner = redis.call('GET', KEYS[1])
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+local owner, nonce_tx = found[1], found[2]
+local outcome
 if owner then
-  if owner == ARGV[1] then
-    local receipt = redis.call('GET', KEYS[3])
-    if receipt then
-      redis.call('SET', KEYS[4], receipt, 'EX', ARGV[6])
-      redis.call('SREM', KEYS[6], ARGV[8])
-      redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. receipt)
-      return {'same', receipt}
-    end
+  if owner ~= ARGV[1] then
+    return {'tx_used', owner}
   end
-  return {'tx_used', owner}
-end
-local nonce_tx = redis.call('GET', KEYS[2])
-if nonce_tx then
+  outcome = redis.call('GET', KEYS[3])
+  if not outcome then
+    return {'tx_used', owner}
+  end
+  redis.call('SET', KEYS[4], outcome, 'EX', ARGV[6])
+elseif nonce_tx then
   return {'nonce_used', nonce_tx}
+else
+  outcome = ARGV[3]
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5])
+  redis.call('SET', KEYS[3], outcome, 'EX', ARGV[4])
+  redis.call('SET', KEYS[4], outcome, 'EX', ARGV[6])
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'receipt', outcome)
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
-redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[6])
 redis.call('SREM', KEYS[6], ARGV[8])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'receipt', ARGV[3])
-redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. ARGV[3])
-return {'new', ARGV[3]}
+if #KEYS > 7 then
+  redis.call('ZREM', KEYS[7], ARGV[8])
+  redis.call('DEL', unpack(KEYS, 8))
+end
+redis.call('PUBLISH', ARGV[7], ARGV[8] .. '\\n' .. outcome)
+if owner then
+  return {'same', outcome}
+end
+return {'new', outcome}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """Where a verification job sits in the queue (``verifier.queue.queue_entry``): removed in
+    the same atomic step that stores the job's final outcome, so no write is left to end it."""
+
+    queue: str
+    job: str
+    keys: tuple[str, ...]  # the job's own: its record, try count and in-progress mark
 
 
 class Keys:
@@ -148,13 +167,17 @@ class Store:
         receipt: Receipt,
         nonce_ttl: int,
         used_ttl: int = 0,
+        entry: QueueEntry | None = None,
     ) -> ClaimResult:
         """Atomically consume ``nonce`` and the transaction, store and announce the receipt.
 
         The transaction stays consumed for ``store.used_tx_retention`` seconds, or ``used_ttl``
-        when longer (the caller's bound on how long any challenge could still accept it).
+        when longer (the caller's bound on how long any challenge could still accept it). With
+        ``entry``, the job leaves the queue in the same step, unless the claim is refused
+        (``tx_used``, ``nonce_used``): the refusal is then stored by ``record_failure``.
         """
         k = self.keys
+        ends = [] if entry is None else [entry.queue, *entry.keys]
         status, value = await self._claim(
             keys=[
                 k.used(consumption_key),
@@ -163,6 +186,7 @@ class Store:
                 k.outcome(job),
                 k.stream,
                 k.nonce_jobs(nonce),
+                *ends,
             ],
             args=[
                 nonce,
@@ -190,13 +214,19 @@ class Store:
         raw = await self.redis.get(self.keys.used(consumption_key))
         return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
-    async def record_failure(self, job: str, outcome: Failure, ttl: int) -> None:
-        """Store a final failure for this proof and announce it."""
+    async def record_failure(
+        self, job: str, outcome: Failure, ttl: int, entry: QueueEntry | None = None
+    ) -> None:
+        """Store a final failure for this proof and announce it; with ``entry``, the job
+        leaves the queue in the same transaction."""
         raw = dump(outcome)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.outcome(job), raw, ex=max(ttl, 60))
             pipe.delete(self.keys.pending(job))
             pipe.srem(self.keys.nonce_jobs(outcome.nonce), job)
+            if entry is not None:
+                pipe.zrem(entry.queue, entry.job)
+                pipe.delete(*entry.keys)
             pipe.publish(self.keys.channel, job.encode() + b"\n" + raw)
             await pipe.execute()
 

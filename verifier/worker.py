@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arq.connections import ArqRedis
-from arq.utils import timestamp_ms
-from arq.worker import Worker, func
+from arq.jobs import SerializationError, deserialize_job_raw
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Retry, RetryJob, Worker, func
 
 from verifier.challenge import ChallengeSigner
 from verifier.jobs import REDIS_DOWN, Verifier, verify_payment
@@ -31,6 +32,7 @@ from verifier.queue import (
     JOB_PREFIX,
     RETRY_PREFIX,
     VERIFY_PAYMENT,
+    Claimed,
     JobStart,
     json_dumps,
     json_loads,
@@ -68,19 +70,32 @@ async def start_adapters(adapters: Mapping[str, _Service]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Claim:
-    """A job this worker claimed: the score it had (due), and its score while claimed."""
+    """A job this worker claimed: its score before (due), and its score while claimed."""
 
     due: bytes
     until_ms: int
 
 
 class VerifierWorker(Worker):
-    """arq's worker with a cheaper job start that lets workers scale out.
+    """arq's worker, with a job protocol of three round trips and workers that scale out.
 
-    **Cheaper start** (measured with ``make bench`` and py-spy): arq starts each job with four
-    Redis round trips (a WATCH transaction); here each job is claimed by one Lua script with the
-    same conditions and the same in-progress key as arq's (``verifier.queue.JobStart``), and
-    jobs this process runs are skipped without asking Redis.
+    arq's worker loop stays (polling, signals, health checks, shutdown); what a job costs in
+    Redis is ours (measured with ``make bench`` row 12 and py-spy):
+
+    **One round trip starts a job.** arq starts each job with four round trips (a WATCH
+    transaction to claim it, then a MULTI to read the record and count the try); here one Lua
+    script (``verifier.queue.JobStart``) claims the job with the same conditions and the same
+    in-progress key as arq's, reads its record and, for a retry, counts the try. A fresh job
+    (scored ``FRESH_AHEAD_MS`` ahead) is on its first try and reads no count. Jobs this process
+    runs are skipped without asking Redis.
+
+    **Nothing ends it.** A job's final outcome is stored by ``verifier.store`` in one atomic
+    step that also removes the job (record, try count, mark, queue entry): a job that returns
+    has nothing left to write. arq's finish (a MULTI writing arq's result, cleaning the abort
+    set) is gone: nothing reads the result (the gate's submit reads the stored outcome first)
+    and no job is aborted. A job that raises unexpectedly (not ``Retry``) is logged and ends in
+    one pipeline (``_finished``) as under arq, with no outcome; ``verify_payment`` turns every
+    error of its own into a retry or an outcome, so only a job record it cannot read gets there.
 
     **A poll starts what it has slots for, then reads again.** arq starts the ids of one read
     one by one, waiting for a slot before each: with a read of ``queue_read_limit`` due retries,
@@ -104,39 +119,32 @@ class VerifierWorker(Worker):
     The claim moves the job's score to ``now + in_progress_timeout``, when its in-progress key
     expires: the due part of the queue holds only jobs nobody runs, so a poll reads jobs it can
     start, and a worker that dies leaves its job due again exactly when arq would (at its
-    in-progress key's expiry). ``run_job`` gets the moved score, so arq's arithmetic for
-    ``Retry(defer)`` (``defer + now - score``) still lands at ``now + defer``; ``finish_job``
-    writes that score absolutely (``ZADD XX``, not arq's ``ZINCRBY``) so that writing it twice
-    cannot move it twice. A job that ends unfinished without a defer (cancelled at shutdown,
-    ``Retry()`` without defer, ``RetryJob``) gets back the score it had, due at once as under
-    arq; nothing assumes a score is near the current time (the gate may score fresh jobs far in
-    the past, ahead of retries).
-
-    **A finished job ends in two commands** (``_finished``): its record, try count and mark
-    deleted and its queue entry removed, where arq's finish (a MULTI) also writes arq's result
-    and cleans the abort set. Nothing reads the result (the outcome is the store's, and the
-    gate's submit reads it first) and no job is aborted; ``keep_result`` is 0.
+    in-progress key's expiry). ``Retry(defer)`` makes the job due at ``now + defer``, written
+    absolutely (``ZADD XX``, not arq's ``ZINCRBY``) so that writing it twice cannot move it
+    twice. A job that ends unfinished without a defer (cancelled at shutdown, ``Retry()``
+    without defer, ``RetryJob``) gets back the score it had, due at once as under arq. A job
+    that outlives ``job_timeout`` is cancelled and due again at once, as a retry: a timeout is
+    transient, never final. Nothing assumes a score is near the current time (the gate scores
+    fresh jobs far in the past, ahead of retries).
 
     **Redis outages** do not end the worker (arq's poll loop would raise and exit): a poll that
     finds Redis unreachable waits with exponential backoff (0.1 s doubling to 5 s) and polls
     again, logging one warning per outage and one line when Redis answers again; jobs in flight
-    go on. A job's final writes (``finish_job``, ``finish_failed_job``) are sent again with the
-    same backoff for as long as its claim holds (until its in-progress key expires, when any
-    worker may take it), so a job held across a short outage completes instead of waiting for
-    that expiry. Every write sent again is idempotent (SET, DEL, ZREM, and ZADD of an absolute
-    score); arq's ``ZINCRBY`` is not (a reply lost after Redis applied it, then sent again, would
-    move the job twice), which is why it is replaced. Only Redis connection errors, timeouts
-    and ``OSError`` are caught: anything else is a bug and must surface.
+    go on. A job's own writes after its attempt (``_requeue``, ``_finished``) are sent again
+    with the same backoff for as long as its claim holds (until its in-progress key expires,
+    when any worker may take it), so a job held across a short outage completes instead of
+    waiting for that expiry. Every write sent again is idempotent (DEL, ZREM, and ZADD of an
+    absolute score). Only Redis connection errors, timeouts and ``OSError`` are caught:
+    anything else is a bug and must surface.
 
     **Sharing a queue with arq's own worker** works: arq's worker cannot see jobs claimed here
-    (their score is in the future) and we cannot claim jobs it runs (same in-progress key). But
-    jobs that arq's worker runs stay at their score, so each still takes a read slot of ours,
-    as before. Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``): it overrides
-    ``start_jobs``, ``run_job``, ``finish_job``, ``finish_failed_job``, ``close`` and the
-    private ``_poll_iteration``. Exercised by ``tests/test_worker_scale.py``,
-    ``tests/test_worker_claim.py``, ``tests/test_worker_redis_outage.py`` and
-    ``tests/test_worker_kill.py``; ``close`` (a stop while a result is written) by
-    ``tests/test_cli.py``.
+    (their score is in the future) and we cannot claim jobs it runs (same in-progress key).
+    Written against arq 0.26 to 0.28 (pinned in ``pyproject.toml``): it overrides
+    ``start_jobs``, ``close`` and the private ``_poll_iteration``, and runs jobs itself
+    (``_run``) in place of arq's ``run_job``. Exercised by ``tests/test_worker_scale.py``,
+    ``tests/test_worker_claim.py``, ``tests/test_worker_redis_outage.py``,
+    ``tests/test_worker_kill.py`` and ``tests/test_queue.py``; ``close`` (a stop while a write
+    is in flight) by ``tests/test_cli.py``.
     """
 
     def __init__(self, *args: Any, retry_slots: int | None = None, **kwargs: Any) -> None:
@@ -144,11 +152,10 @@ class VerifierWorker(Worker):
         # How many of the max_jobs slots retries may hold at once; fresh jobs may take any.
         self.retry_slots = self.max_jobs if retry_slots is None else retry_slots
         self._retries_running = 0
-        self._claims: dict[str, _Claim] = {}
         self._job_start: JobStart | None = None  # once arq has connected (``self.pool``)
         self._down_since: float | None = None  # monotonic time of the first failure
         self._poll_backoff = BACKOFF_FIRST
-        # Result writes in flight: arq runs them shielded, so they outlive a cancelled job task.
+        # A job's writes after its attempt, shielded: they outlive a cancelled job task.
         self._writes: set[asyncio.Task[Any]] = set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
@@ -172,7 +179,7 @@ class VerifierWorker(Worker):
             now = timestamp_ms()
             until_ms = now + timeout_ms
             try:
-                due = await self._job_start.claim(
+                claimed = await self._job_start.claim(
                     job_id, now, until_ms, retries=self._retries_running < self.retry_slots
                 )
             except BaseException:
@@ -181,17 +188,16 @@ class VerifierWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-            if due is None or due is False:
+            if claimed is None or claimed is False:
                 self.job_counter -= 1
                 self.sem.release()
-                if due is False:
+                if claimed is False:
                     # A retry, and every retry slot is taken. The ids after it in this read
                     # are retries too (fresh jobs score first): leave them to the next poll.
                     return
                 continue  # running elsewhere, finished, or re-deferred meanwhile
-            self._claims[job_id] = _Claim(due, until_ms)
-            task = self.loop.create_task(self.run_job(job_id, until_ms))
-            if JobStart.is_retry(due, now):
+            task = self.loop.create_task(self._run(job_id, claimed, until_ms))
+            if claimed.is_retry(now):
                 self._retries_running += 1
                 task.add_done_callback(self._retry_done)
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
@@ -200,74 +206,79 @@ class VerifierWorker(Worker):
     def _retry_done(self, _: asyncio.Task[None]) -> None:
         self._retries_running -= 1
 
-    async def run_job(self, job_id: str, score: int) -> None:
-        try:
-            await super().run_job(job_id, score)
-        except REDIS_DOWN as exc:
-            claim = self._claims.pop(job_id, None)
-            if claim is None:  # not from arq's reads before the job: not ours to handle
-                raise
-            # arq reads the job (GET, INCR) before running it and failed there: the job never
-            # ran. Hand it back due at once rather than leave it to its in-progress key's expiry.
-            self._redis_down(exc)
-            await self._write_while_claimed(
-                functools.partial(self._requeue, job_id, claim.due, None), job_id, claim
-            )
-        finally:
-            self._claims.pop(job_id, None)
-
-    async def finish_job(
-        self,
-        job_id: str,
-        finish: bool,
-        result_data: bytes | None,
-        result_timeout_s: float | None,
-        keep_result_forever: bool,
-        incr_score: int | None,
-        keep_in_progress: float | None,
-    ) -> None:
-        self._track_write()
-        claim = self._claims.pop(job_id, None)
-        arq_write = functools.partial(
-            super().finish_job,
-            job_id,
-            finish,
-            result_data,
-            result_timeout_s,
-            keep_result_forever,
-            incr_score,
-            keep_in_progress,
-        )
-        if claim is None:  # not claimed by start_jobs: arq's write, as arq sends it
-            await arq_write()
+    async def _run(self, job_id: str, claimed: Claimed, until_ms: int) -> None:
+        """Run one claimed job, then write what its end needs: nothing when it returned (the
+        store ended it with its outcome), its new score when it is to run again."""
+        claim = _Claim(claimed.due, until_ms)
+        function = self._function(job_id, claimed.record)
+        if function is None:
+            self.jobs_failed += 1
+            await self._after(functools.partial(self._finished, job_id), job_id, claim)
             return
-        if finish:
-            # Removed from the queue, without arq's result: the outcome is in the store already.
-            write: Callable[[], Awaitable[None]] = functools.partial(
-                self._finished, job_id, keep_in_progress
+        coroutine, args, kwargs, enqueued_ms = function
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": claimed.job_try,
+            "enqueue_time": ms_to_datetime(enqueued_ms),
+            "score": until_ms,
+        }
+        write: Callable[[], Awaitable[None]] | None = None
+        try:
+            await asyncio.wait_for(coroutine(ctx, *args, **kwargs), self.job_timeout_s)
+        except Retry as exc:
+            self.jobs_retried += 1
+            # Due again at now + defer, or at once, at the score the job had when claimed.
+            score = timestamp_ms() + exc.defer_score if exc.defer_score else claimed.due
+            write = functools.partial(self._requeue, job_id, score)
+        except (asyncio.CancelledError, RetryJob):
+            # Stopped with the worker (or asked to run again): due again at the score it had.
+            self.jobs_retried += 1
+            write = functools.partial(self._requeue, job_id, claimed.due)
+        except TimeoutError:
+            self.jobs_retried += 1
+            log.warning(
+                "job %s ran past job_timeout (%.0f s); it is due again", job_id, self.job_timeout_s
             )
+            write = functools.partial(self._requeue, job_id, timestamp_ms())
+        except Exception:
+            self.jobs_failed += 1
+            log.exception("job %s failed", job_id)
+            write = functools.partial(self._finished, job_id)
         else:
-            # Due again at now + defer (arq's increment, applied to the moved score), or at once,
-            # at the score the job had when claimed.
-            score = claim.until_ms + incr_score if incr_score else claim.due
-            write = functools.partial(self._requeue, job_id, score, keep_in_progress)
-        await self._write_while_claimed(write, job_id, claim)
+            self.jobs_complete += 1
+        if write is not None:
+            await self._after(write, job_id, claim)
 
-    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        self._track_write()
-        claim = self._claims.pop(job_id, None)
-        # DEL, ZREM and SET: idempotent, so it may be sent again.
-        write = functools.partial(super().finish_failed_job, job_id, result_data)
-        if claim is None:
-            await write()
-        else:
-            await self._write_while_claimed(write, job_id, claim)
+    def _function(
+        self, job_id: str, record: bytes | None
+    ) -> tuple[Callable[..., Awaitable[Any]], Any, Any, int] | None:
+        """The job's coroutine function, arguments and enqueue time, or ``None`` (logged)
+        when the record expired, cannot be read or names no function of this worker."""
+        if record is None:
+            log.warning("job %s expired", job_id)
+            return None
+        try:
+            name, args, kwargs, _, enqueued_ms = deserialize_job_raw(
+                record, deserializer=self.job_deserializer
+            )
+        except SerializationError:
+            log.exception("deserializing job %s failed", job_id)
+            return None
+        function = self.functions.get(name)
+        if function is None:
+            log.warning("job %s, function %r not found", job_id, name)
+            return None
+        return function.coroutine, args, kwargs, enqueued_ms
 
-    def _track_write(self) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+    async def _after(
+        self, write: Callable[[], Awaitable[None]], job_id: str, claim: _Claim
+    ) -> None:
+        """A job's write after its attempt, shielded: a stop signal does not cut it short."""
+        task = asyncio.ensure_future(self._write_while_claimed(write, job_id, claim))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        await asyncio.shield(task)
 
     async def close(self) -> None:
         """arq's ``close``, except that a job task cancelled during shutdown does not break it.
@@ -289,35 +300,18 @@ class VerifierWorker(Worker):
         await self.pool.aclose(close_connection_pool=True)
         self._pool = None
 
-    async def _finished(self, job_id: str, keep_in_progress: float | None) -> None:
-        """End a finished job: its record, try count and mark deleted, out of the queue.
-
-        arq's finish (a MULTI of SET result, DEL, ZREM of the abort set and of the queue: 6
-        commands) less what nothing reads: the result (every finished job has its outcome in
-        the store, which the gate's submit reads first) and the abort set (no job is aborted).
-        Two commands in one round trip, not a transaction: both are idempotent, and a job whose
-        record is gone but still queued is ended by arq's "job expired" path when next read.
-        """
+    async def _finished(self, job_id: str) -> None:
+        """End a job that has no outcome to store: its record, try count and mark deleted, out
+        of the queue. Both commands are idempotent, so one pipeline, not a transaction."""
         async with self.pool.pipeline(transaction=False) as pipe:
-            in_progress = IN_PROGRESS_PREFIX + job_id
-            if keep_in_progress is None:
-                pipe.delete(in_progress, RETRY_PREFIX + job_id, JOB_PREFIX + job_id)
-            else:
-                pipe.pexpire(in_progress, int(keep_in_progress * 1000))
-                pipe.delete(RETRY_PREFIX + job_id, JOB_PREFIX + job_id)
+            pipe.delete(IN_PROGRESS_PREFIX + job_id, RETRY_PREFIX + job_id, JOB_PREFIX + job_id)
             pipe.zrem(self.queue_name, job_id)
             await pipe.execute()
 
-    async def _requeue(
-        self, job_id: str, score: int | bytes, keep_in_progress: float | None
-    ) -> None:
+    async def _requeue(self, job_id: str, score: int | bytes) -> None:
         """Release our claim and make the job due at ``score``: absolute, so idempotent."""
         async with self.pool.pipeline(transaction=True) as tr:
-            in_progress = IN_PROGRESS_PREFIX + job_id
-            if keep_in_progress is None:
-                tr.delete(in_progress)
-            else:
-                tr.pexpire(in_progress, int(keep_in_progress * 1000))
+            tr.delete(IN_PROGRESS_PREFIX + job_id)
             tr.zadd(self.queue_name, {job_id: score}, xx=True)
             await tr.execute()
 
