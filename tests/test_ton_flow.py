@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -10,12 +11,13 @@ from typing import Any, TypedDict, cast
 
 import pytest
 
+from chains.http import AiohttpTransport, HttpReply, HttpRequest
 from chains.ton import TONAdapter
 from chains.ton.toncenter import V3Transaction
 from devchain.ton_chain import account_for
 from tests.harness_ton import MASTER, NETWORK, PAYEE, PAYER, STRANGER, TonEnv, friendly, ton_env
 from tests.support import SettingsFactory, Shop, connected_gate, ext, reason, running_worker
-from verifier.adapter import Query, RpcUnavailable
+from verifier.adapter import ConfigError, Query, RpcUnavailable
 from verifier.gate import Gate
 from verifier.models import (
     Failure,
@@ -387,3 +389,56 @@ async def test_zero_jetton_notification_reports_both_transfers(shop: TonShop) ->
     assert sorted((t.asset, t.sender, t.recipient, t.amount) for t in obs.transfers) == sorted(
         [(MASTER, PAYER, PAYEE, 0), ("native", wallet, PAYEE, forwarded)]
     )
+
+
+class _Overlap:
+    """A pass-through to the local toncenter that counts the account scans in flight at once
+    (each held 50 ms, so that scans started together overlap)."""
+
+    def __init__(self) -> None:
+        self.inner = AiohttpTransport(10)
+        self.now = self.most = 0
+
+    async def __call__(self, request: HttpRequest) -> HttpReply:
+        scan = request.url.endswith("/transactions") and "account" in (request.params or {})
+        if not scan:
+            return await self.inner(request)
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.05)
+            return await self.inner(request)
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("bound", [2, 6])
+async def test_locator_scans_in_flight_are_bounded(shop: TonShop, bound: int) -> None:
+    """Each scan holds a page of parsed transactions: at most ``scan_concurrency`` run at once
+    (what bounds the worker's memory with many locator proofs in flight), and the proofs
+    waiting for a scan are all answered."""
+    proofs = []
+    for _ in range(6):
+        accept, _ = shop.offer()
+        tx = shop.env.ledger.pay_ton(PAYER, PAYEE, TON["amount"], accept.extra.memo)
+        locator = f"ton:{PAYEE}|{accept.extra.nonce}"
+        proofs.append((tx, Query(locator, "native", PAYEE, 1, accept.extra.memo, int(time.time()))))
+    transport = _Overlap()
+    config = NetworkSettings(**shop.env.network_settings(options={"scan_concurrency": bound}))
+    adapter = TONAdapter(NETWORK, config, transport=transport)
+    await adapter.start()
+    try:
+        observed = await asyncio.gather(*(adapter.observe(q) for _, q in proofs))
+    finally:
+        await adapter.close()
+    assert [obs.txid for obs in observed] == [tx for tx, _ in proofs]
+    assert transport.most == bound  # as many as allowed ran together, no more
+
+
+@pytest.mark.parametrize("value", [0, -1, "8", 2.5, True])
+def test_scan_concurrency_must_be_a_positive_whole_number(value: Any) -> None:
+    with pytest.raises(ConfigError, match="scan_concurrency"):
+        TONAdapter(
+            NETWORK,
+            NetworkSettings(rpc_urls=["http://127.0.0.1:9"], options={"scan_concurrency": value}),
+        )
