@@ -8,6 +8,8 @@ and run on the worker. And the point of it all: a gate never loads arq's worker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.metadata
 import subprocess
 import sys
@@ -15,13 +17,14 @@ import time
 import tomllib
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from arq import constants
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobStatus
 from arq.utils import timestamp_ms
+from arq.worker import func
 from packaging.requirements import Requirement
 from redis.asyncio import Redis
 
@@ -270,3 +273,37 @@ async def test_the_worker_runs_a_submitted_job(
 def test_a_gate_never_loads_arqs_worker(module: str) -> None:
     check = f"import sys, {module}; assert 'arq.worker' not in sys.modules, '{module}'"
     subprocess.run([sys.executable, "-c", check], check=True)
+
+
+async def test_a_job_past_job_timeout_runs_again_rather_than_end(
+    submitted: tuple[Settings, VerifyJob], redis: Redis
+) -> None:
+    """A job that outlives ``job_timeout`` is cancelled and due again, as a retry: a timeout
+    is transient, and ending the job there would leave its proof with no outcome at all."""
+    settings, job = submitted
+    starts: list[int] = []
+
+    async def hangs(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+        starts.append(ctx["job_try"])
+        await asyncio.sleep(60)
+
+    worker = make_worker(
+        settings,
+        functions=[func(hangs, name=VERIFY_PAYMENT)],
+        job_timeout=0.3,
+        poll_delay=0.05,
+        handle_signals=False,
+    )
+    run = asyncio.create_task(worker.async_run())
+    try:
+        async with asyncio.timeout(10):
+            while len(starts) < 2:  # noqa: ASYNC110 (a probe)
+                await asyncio.sleep(0.02)
+    finally:
+        await worker.close()
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+    assert starts[:2] == [1, 2]  # the second start is its retry
+    assert await redis.exists(constants.job_key_prefix + job.job)  # the job is still there
+    assert await redis.zscore(settings.queue_name, job.job) is not None
