@@ -4,7 +4,9 @@ Every key of the project's own is built here (``Keys``); arq's keys, those of th
 built in ``verifier.queue``. Rule 2 of the design lives in one Lua
 script: claiming the consumption key and the nonce, writing the receipt, appending it to the
 receipts stream and publishing the outcome happen in one atomic step, so two workers that verify
-the same payment at the same time produce exactly one receipt.
+the same payment at the same time produce exactly one receipt. The same step (and the one that
+stores a final failure) removes the job from the queue, given its ``QueueEntry``: a job whose
+outcome is stored has nothing left to write.
 
 Retention: the claim of a transaction (``used``) and its receipt live ``store.used_tx_retention``
 seconds (default 30 days, and never less than the longest window in which a challenge could still
