@@ -239,9 +239,8 @@ async def test_a_proof_submitted_again_is_queued_once(
 ) -> None:
     settings = make_settings()
     job = a_job(settings)
-    jobs = JobQueue(redis, settings.queue_name, Store(redis, settings.store).keys)
     for _ in range(3):
-        assert await jobs.submit(job, max_jobs_per_nonce=4, nonce_ttl_ms=60_000) is None
+        assert await submit(redis, settings, job) is None
     assert await redis.zcard(settings.queue_name) == 1
     cap = Store(redis, settings.store).keys.nonce_jobs(job.proof.nonce)
     members = await cast("Awaitable[set[bytes]]", redis.smembers(cap))

@@ -16,7 +16,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arq.connections import ArqRedis
@@ -66,14 +65,6 @@ async def start_adapters(adapters: Mapping[str, _Service]) -> None:
     except BaseException:
         await asyncio.gather(*(a.close() for a in started), return_exceptions=True)
         raise
-
-
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    """A job this worker claimed: its score before (due), and its score while claimed."""
-
-    due: bytes
-    until_ms: int
 
 
 class VerifierWorker(Worker):
@@ -209,11 +200,10 @@ class VerifierWorker(Worker):
     async def _run(self, job_id: str, claimed: Claimed, until_ms: int) -> None:
         """Run one claimed job, then write what its end needs: nothing when it returned (the
         store ended it with its outcome), its new score when it is to run again."""
-        claim = _Claim(claimed.due, until_ms)
         function = self._function(job_id, claimed.record)
         if function is None:
             self.jobs_failed += 1
-            await self._after(functools.partial(self._finished, job_id), job_id, claim)
+            await self._after(functools.partial(self._finished, job_id), job_id, until_ms)
             return
         coroutine, args, kwargs, enqueued_ms = function
         ctx = {
@@ -248,7 +238,7 @@ class VerifierWorker(Worker):
         else:
             self.jobs_complete += 1
         if write is not None:
-            await self._after(write, job_id, claim)
+            await self._after(write, job_id, until_ms)
 
     def _function(
         self, job_id: str, record: bytes | None
@@ -272,10 +262,10 @@ class VerifierWorker(Worker):
         return function.coroutine, args, kwargs, enqueued_ms
 
     async def _after(
-        self, write: Callable[[], Awaitable[None]], job_id: str, claim: _Claim
+        self, write: Callable[[], Awaitable[None]], job_id: str, until_ms: int
     ) -> None:
         """A job's write after its attempt, shielded: a stop signal does not cut it short."""
-        task = asyncio.ensure_future(self._write_while_claimed(write, job_id, claim))
+        task = asyncio.ensure_future(self._write_while_claimed(write, job_id, until_ms))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         await asyncio.shield(task)
@@ -316,7 +306,7 @@ class VerifierWorker(Worker):
             await tr.execute()
 
     async def _write_while_claimed(
-        self, write: Callable[[], Awaitable[None]], job_id: str, claim: _Claim
+        self, write: Callable[[], Awaitable[None]], job_id: str, until_ms: int
     ) -> None:
         """Send an idempotent ``write`` until Redis takes it, as long as our claim holds.
 
@@ -329,7 +319,7 @@ class VerifierWorker(Worker):
                 await write()
             except REDIS_DOWN as exc:
                 self._redis_down(exc)
-                if timestamp_ms() + delay * 1000 >= claim.until_ms:
+                if timestamp_ms() + delay * 1000 >= until_ms:
                     log.warning(
                         "job %s: Redis was unreachable until its claim expired; "
                         "it is due again for any worker",
